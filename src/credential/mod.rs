@@ -1,0 +1,112 @@
+//! Token sources. Each implements [`TokenCredential`]; a user's own source works the same way.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::{Error, TokenResponse};
+
+/// What the cache asks a credential for: fixed scopes (rule T8) and, after a CAE challenge,
+/// the claims the resource demanded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct TokenRequest {
+    /// The scopes, e.g. `https://vault.azure.net/.default`.
+    pub scopes: Arc<[String]>,
+    /// Claims (a JSON string) from an `insufficient_claims` challenge (rule A2).
+    pub claims: Option<Arc<str>>,
+}
+
+impl TokenRequest {
+    /// A request for `scopes` with no claims.
+    pub fn new<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        TokenRequest {
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            claims: None,
+        }
+    }
+
+    /// The same request with claims.
+    #[must_use]
+    pub fn with_claims(mut self, claims: impl Into<Arc<str>>) -> Self {
+        self.claims = Some(claims.into());
+        self
+    }
+}
+
+/// Who a credential is, without any secret: what the cache keys on, what the throttle gate
+/// (rule T6) is per, and what tracing and the resilience report show.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub struct CredentialIdentity {
+    /// The kind of source, e.g. `"client_secret"`, `"managed_identity/imds"`.
+    pub kind: &'static str,
+    /// The authority host or endpoint the tokens come from, e.g.
+    /// `https://login.microsoftonline.com`.
+    pub authority: String,
+    /// The tenant, if the source has one.
+    pub tenant: Option<String>,
+    /// The client (application) id, if the source has one.
+    pub client_id: Option<String>,
+}
+
+impl CredentialIdentity {
+    /// An identity of `kind` served by `authority`.
+    pub fn new(kind: &'static str, authority: impl Into<String>) -> Self {
+        CredentialIdentity {
+            kind,
+            authority: authority.into(),
+            tenant: None,
+            client_id: None,
+        }
+    }
+
+    /// With a tenant.
+    #[must_use]
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// With a client id.
+    #[must_use]
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+}
+
+/// A source of access tokens: the one async trait every credential implements.
+///
+/// A credential makes **one** attempt per call: the [`TokenCache`](crate::TokenCache) owns
+/// retries, back-off, the throttle gate and single-flight, so that every source gets the same
+/// resilience. A credential reports a throttling or failing identity provider as an error that
+/// carries the server's wait ([`Error::retry_after`]).
+pub trait TokenCredential: Send + Sync + fmt::Debug + 'static {
+    /// Fetches a token for `request` with one request to the identity provider.
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>>;
+
+    /// Who this credential is (no secrets).
+    fn identity(&self) -> CredentialIdentity;
+}
+
+impl<T: TokenCredential + ?Sized> TokenCredential for Arc<T> {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        (**self).get_token(request)
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        (**self).identity()
+    }
+}
