@@ -1,0 +1,30 @@
+//! The tower layers. Each is also a `reqwest_middleware::Middleware` (feature `reqwest`).
+//!
+//! # Stacking order
+//!
+//! Outermost first: [`RetryAfterLayer`](crate::RetryAfterLayer),
+//! [`ExpBackoffLayer`](crate::ExpBackoffLayer), `AuthLayer`, [`TimeoutLayer`](crate::TimeoutLayer).
+//!
+//! - `RetryAfterLayer` outside `ExpBackoffLayer`: a server-directed wait holds the whole origin,
+//!   including the back-off layer's retries; the back-off layer leaves responses with a retry
+//!   header to it (each response is retried by exactly one layer).
+//! - The auth layer inside both retry layers: every retry picks up the current token (it may
+//!   have been refreshed during the wait).
+//! - `TimeoutLayer` innermost: the timeout bounds one attempt, not the whole call with its
+//!   waits; a timed-out attempt is then retried by `ExpBackoffLayer` after the back-off delay.
+
+mod body;
+mod exp_backoff;
+mod retry;
+mod retry_after;
+mod timeout;
+
+pub use body::TryCloneBody;
+pub use exp_backoff::{ExpBackoff, ExpBackoffLayer, ExpBackoffLayerBuilder};
+pub use retry::{ResponseFuture, RetryService};
+pub use retry_after::{RetryAfter, RetryAfterLayer, RetryAfterLayerBuilder, MAX_WAIT_LIMIT};
+pub use timeout::{Timeout, TimeoutLayer};
+
+
+/// The future of a [`Timeout`] call.
+pub type TimeoutFuture<F> = timeout::ResponseFuture<F>;

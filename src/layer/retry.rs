@@ -1,0 +1,254 @@
+//! The tower service shared by [`RetryAfterLayer`](crate::RetryAfterLayer) and
+//! [`ExpBackoffLayer`](crate::ExpBackoffLayer).
+//!
+//! The first attempt runs inside a hand-written future with no allocation; only when an
+//! outcome must be retried (or the origin is held) does the call move into a boxed future.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::{Extensions, HeaderMap, Request, Response, StatusCode};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use super::body::{try_clone_request, TryCloneBody};
+use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
+use crate::retry::driver::{self, CallCtx, Decision, RetryPolicy, Transport};
+use crate::retry::throttle::uri_origin_key;
+use crate::{BoxError, Error};
+
+/// A retrying service: [`RetryAfter`](crate::layer::RetryAfter) or
+/// [`ExpBackoff`](crate::layer::ExpBackoff), depending on the policy `P`.
+#[derive(Clone)]
+pub struct RetryService<S, P> {
+    inner: S,
+    policy: P,
+}
+
+impl<S, P> RetryService<S, P> {
+    pub(crate) fn new(inner: S, policy: P) -> Self {
+        RetryService { inner, policy }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Consumes the wrapper, returning the wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for RetryService<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryService")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// Builds the call's context from a request; `mark` says whether this layer is a
+/// `RetryAfterLayer` (which marks the request for the layers inside it).
+pub(crate) fn tower_ctx<B>(req: &mut Request<B>, is_retry_after: bool) -> CallCtx {
+    use crate::retry::classify::RetryAfterActive;
+    let ext = req.extensions_mut();
+    let retry_after_outside = ext.get::<RetryAfterActive>().is_some();
+    if is_retry_after {
+        ext.insert(RetryAfterActive);
+    }
+    CallCtx {
+        origin: uri_origin_key(req.uri(), req.headers()),
+        idempotent: is_idempotent(req.method()),
+        deadline: req.extensions().get::<Deadline>().map(|d| d.0),
+        retry_after_outside,
+    }
+}
+
+/// Implemented by the two retry layers' policies (sealed: the module is private).
+#[allow(unreachable_pub)]
+pub trait TowerRetryPolicy: RetryPolicy {
+    /// Whether this is the `Retry-After` policy.
+    const IS_RETRY_AFTER: bool;
+}
+
+impl<S, P, B, RB> Service<Request<B>> for RetryService<S, P>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    P: TowerRetryPolicy,
+    B: TryCloneBody + Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, P>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let ctx = tower_ctx(&mut req, P::IS_RETRY_AFTER);
+        self.policy.on_call();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if self.policy.held_until(&ctx).is_some() {
+            let transport = TowerTransport {
+                svc: inner,
+                _body: PhantomData,
+            };
+            let fut = driver::run(self.policy.clone(), transport, req, ctx);
+            return ResponseFuture {
+                state: State::Slow {
+                    fut: Box::pin(fut),
+                },
+            };
+        }
+        let backup = try_clone_request(&req);
+        let fut = inner.call(req);
+        let transport = TowerTransport {
+            svc: inner,
+            _body: PhantomData,
+        };
+        ResponseFuture {
+            state: State::First {
+                fut,
+                rest: Some(Rest {
+                    transport,
+                    backup,
+                    ctx,
+                    policy: self.policy.clone(),
+                }),
+            },
+        }
+    }
+}
+
+struct Rest<S, B, P> {
+    transport: TowerTransport<S, B>,
+    backup: Option<Request<B>>,
+    ctx: CallCtx,
+    policy: P,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`RetryService`] call.
+    pub struct ResponseFuture<S, B, P>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future, Rest<S, B, P>, S::Response>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, R, T> {
+        First { #[pin] fut: F, rest: Option<R> },
+        Slow { fut: BoxFuture<'static, Result<T, BoxError>> },
+    }
+}
+
+impl<S, B, P> fmt::Debug for ResponseFuture<S, B, P>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, P, B, RB> Future for ResponseFuture<S, B, P>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    P: TowerRetryPolicy,
+    B: TryCloneBody + Send + 'static,
+    RB: Send + 'static,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::First { fut, rest } => {
+                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    let Some(rest) = rest.take() else {
+                        return Poll::Ready(Err("ResponseFuture polled after completion".into()));
+                    };
+                    let outcome = driver::outcome::<TowerTransport<S, B>>(&result);
+                    let decision = rest.policy.decide(&rest.ctx, 0, outcome, Instant::now());
+                    if decision == Decision::Done {
+                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
+                    }
+                    let fut = driver::resume(
+                        rest.policy,
+                        rest.transport,
+                        rest.ctx,
+                        rest.backup,
+                        result,
+                        decision,
+                    );
+                    this.state.set(State::Slow { fut: Box::pin(fut) });
+                }
+                StateProj::Slow { fut } => return fut.as_mut().poll(cx),
+            }
+        }
+    }
+}
+
+/// Sends through a clone of the wrapped tower service.
+pub(crate) struct TowerTransport<S, B> {
+    svc: S,
+    _body: PhantomData<fn() -> B>,
+}
+
+impl<S, B, RB> Transport for TowerTransport<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: TryCloneBody + Send + 'static,
+    RB: Send + 'static,
+{
+    type Req = Request<B>;
+    type Resp = Response<RB>;
+    type Err = BoxError;
+
+    fn try_clone(req: &Self::Req) -> Option<Self::Req> {
+        try_clone_request(req)
+    }
+
+    async fn send(&mut self, req: Self::Req) -> Result<Self::Resp, Self::Err> {
+        let svc = self.svc.ready().await.map_err(Into::into)?;
+        svc.call(req).await.map_err(Into::into)
+    }
+
+    fn head(resp: &Self::Resp) -> (StatusCode, &HeaderMap, &Extensions) {
+        (resp.status(), resp.headers(), resp.extensions())
+    }
+
+    fn extensions_mut(resp: &mut Self::Resp) -> &mut Extensions {
+        resp.extensions_mut()
+    }
+
+    fn error_kind(err: &Self::Err) -> ErrorKind {
+        classify_error(err.as_ref())
+    }
+
+    fn throttled(retry_after: Duration) -> Self::Err {
+        Box::new(Error::Throttled { retry_after })
+    }
+}

@@ -1,0 +1,129 @@
+//! [`TimeoutLayer`]: a per-attempt timeout whose expiry is a typed, retryable error (rule R4).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Sleep;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{BoxError, Error};
+
+/// Bounds each attempt. An attempt that runs out of time fails with [`Error::Timeout`] (boxed,
+/// downcastable), which [`ExpBackoffLayer`](crate::ExpBackoffLayer) retries after its back-off
+/// delay — never at once. Install it innermost, so that every retry gets its own timeout.
+///
+/// ```
+/// use resilient_auth::TimeoutLayer;
+/// use std::time::Duration;
+///
+/// let layer = TimeoutLayer::new(Duration::from_secs(10));
+/// assert_eq!(layer.timeout(), Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutLayer {
+    timeout: Duration,
+}
+
+impl TimeoutLayer {
+    /// A per-attempt timeout of `timeout`. A zero timeout fails every attempt.
+    pub fn new(timeout: Duration) -> Self {
+        TimeoutLayer { timeout }
+    }
+
+    /// The per-attempt timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The service [`TimeoutLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Timeout<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, R> Service<R> for Timeout<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        ResponseFuture {
+            inner: self.inner.call(req),
+            sleep: tokio::time::sleep(self.timeout),
+            after: self.timeout,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`Timeout`] call.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Sleep,
+        after: Duration,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        match this.sleep.poll(cx) {
+            Poll::Ready(()) => {
+                tracing::warn!(after_ms = this.after.as_millis() as u64, "attempt timed out");
+                Poll::Ready(Err(Box::new(Error::Timeout { after: *this.after })))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

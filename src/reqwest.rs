@@ -1,0 +1,136 @@
+//! `reqwest_middleware::Middleware` impls of the layers (feature `reqwest`).
+//!
+//! Errors produced by the layers themselves ([`Error::Timeout`], [`Error::Throttled`]) come back
+//! as `reqwest_middleware::Error::Middleware`; recover them with
+//! `err.downcast_ref::<resilient_auth::Error>()` on the inner `anyhow::Error`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use http::{Extensions, HeaderMap, StatusCode};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+
+use crate::layer::{ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
+use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive};
+use crate::retry::driver::{self, CallCtx, RetryPolicy, Transport};
+use crate::retry::throttle::origin_key;
+use crate::Error;
+
+/// Sends through the rest of a reqwest-middleware chain.
+struct ReqwestTransport<'a> {
+    next: Next<'a>,
+    extensions: &'a mut Extensions,
+}
+
+impl Transport for ReqwestTransport<'_> {
+    type Req = Request;
+    type Resp = Response;
+    type Err = reqwest_middleware::Error;
+
+    fn try_clone(req: &Request) -> Option<Request> {
+        req.try_clone()
+    }
+
+    fn send(&mut self, req: Request) -> impl Future<Output = Result<Response, Self::Err>> + Send {
+        self.next.clone().run(req, self.extensions)
+    }
+
+    fn head(resp: &Response) -> (StatusCode, &HeaderMap, &Extensions) {
+        (resp.status(), resp.headers(), resp.extensions())
+    }
+
+    fn extensions_mut(resp: &mut Response) -> &mut Extensions {
+        resp.extensions_mut()
+    }
+
+    fn error_kind(err: &Self::Err) -> ErrorKind {
+        reqwest_error_kind(err)
+    }
+
+    fn throttled(retry_after: Duration) -> Self::Err {
+        reqwest_middleware::Error::middleware(Error::Throttled { retry_after })
+    }
+}
+
+pub(crate) fn reqwest_error_kind(err: &reqwest_middleware::Error) -> ErrorKind {
+    match err {
+        reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => ErrorKind::Timeout,
+        reqwest_middleware::Error::Reqwest(e) if e.is_connect() => ErrorKind::Connect,
+        reqwest_middleware::Error::Reqwest(e) => classify_error(e),
+        reqwest_middleware::Error::Middleware(e) => {
+            let e: &(dyn std::error::Error + Send + Sync + 'static) = e.as_ref();
+            classify_error(e)
+        }
+    }
+}
+
+fn reqwest_ctx(req: &Request, extensions: &mut Extensions, is_retry_after: bool) -> CallCtx {
+    let retry_after_outside = extensions.get::<RetryAfterActive>().is_some();
+    if is_retry_after {
+        extensions.insert(RetryAfterActive);
+    }
+    let url = req.url();
+    CallCtx {
+        origin: origin_key(url.scheme(), url.host_str().unwrap_or(""), url.port_or_known_default()),
+        idempotent: is_idempotent(req.method()),
+        deadline: extensions.get::<Deadline>().map(|d| d.0),
+        retry_after_outside,
+    }
+}
+
+async fn handle_retry<P: RetryPolicy>(
+    policy: &P,
+    is_retry_after: bool,
+    req: Request,
+    extensions: &mut Extensions,
+    next: Next<'_>,
+) -> reqwest_middleware::Result<Response> {
+    let ctx = reqwest_ctx(&req, extensions, is_retry_after);
+    policy.on_call();
+    let transport = ReqwestTransport { next, extensions };
+    driver::run(policy.clone(), transport, req, ctx).await
+}
+
+#[async_trait::async_trait]
+impl Middleware for RetryAfterLayer {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        handle_retry(self, true, req, extensions, next).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for ExpBackoffLayer {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        handle_retry(self, false, req, extensions, next).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for TimeoutLayer {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let after = self.timeout();
+        match tokio::time::timeout(after, next.run(req, extensions)).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(after_ms = after.as_millis() as u64, "attempt timed out");
+                Err(reqwest_middleware::Error::middleware(Error::Timeout { after }))
+            }
+        }
+    }
+}

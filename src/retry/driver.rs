@@ -1,0 +1,264 @@
+//! The one retry loop behind both retry layers, for both stacks (tower and reqwest-middleware).
+//!
+//! A *policy* (the layer's settings) decides what to do with each outcome; a *transport* sends
+//! a request and lets the loop look at the result. Items are `pub` in this private module only
+//! so that public services can name them in bounds (sealed).
+#![allow(unreachable_pub)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use http::{Extensions, HeaderMap, StatusCode};
+use tokio::time::Instant;
+
+use super::classify::{Attempts, RetryExhausted};
+use super::stats::Counters;
+
+/// An attempt's result as the policies see it.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    /// A response arrived.
+    Response {
+        /// Its status.
+        status: StatusCode,
+        /// Its headers.
+        headers: &'a HeaderMap,
+        /// An inner retry layer already gave up on it.
+        exhausted: bool,
+    },
+    /// No response.
+    Error(ErrorKind),
+}
+
+/// The kind of a failed attempt that produced no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A per-attempt timeout elapsed.
+    Timeout,
+    /// The connection could not be made or broke.
+    Connect,
+    /// Anything else: not retried.
+    Other,
+}
+
+/// What a policy wants done with an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Not retryable: return it.
+    Done,
+    /// Retryable, but not retried: return it, marked so outer layers don't retry it either.
+    GiveUp(&'static str),
+    /// Send again, no earlier than `until`.
+    Retry {
+        /// When.
+        until: Instant,
+        /// Why (for the trace).
+        why: &'static str,
+    },
+}
+
+/// What a policy knows about the call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallCtx {
+    /// Gate key of the request's origin.
+    pub origin: u64,
+    /// Whether the method is idempotent.
+    pub idempotent: bool,
+    /// The caller's deadline, if any.
+    pub deadline: Option<Instant>,
+    /// A `RetryAfterLayer` is outside this one.
+    pub retry_after_outside: bool,
+}
+
+/// A retry layer's decisions.
+pub trait RetryPolicy: Clone + Send + Sync + 'static {
+    /// The layer's name, for traces.
+    const NAME: &'static str;
+    /// Counts a new call (and earns retry budget).
+    fn on_call(&self);
+    /// Until when the call's origin is held, if it is (checked before every attempt).
+    fn held_until(&self, _ctx: &CallCtx) -> Option<Instant> {
+        None
+    }
+    /// The longest hold a call may wait out before failing with `Throttled`.
+    fn max_wait(&self) -> Duration;
+    /// What to do after attempt number `retries + 1`.
+    fn decide(&self, ctx: &CallCtx, retries: u32, outcome: Outcome<'_>, at: Instant)
+        -> Decision;
+    /// The layer's counters.
+    fn counters(&self) -> &Counters;
+}
+
+/// Sends requests and shows the loop their results.
+pub trait Transport: Send {
+    /// The request type.
+    type Req: Send;
+    /// The response type.
+    type Resp: Send;
+    /// The error type.
+    type Err: Send;
+    /// A copy of the request for a retry, or `None` if its body cannot be copied (rule R6).
+    fn try_clone(req: &Self::Req) -> Option<Self::Req>;
+    /// Sends one attempt.
+    fn send(&mut self, req: Self::Req) -> impl Future<Output = Result<Self::Resp, Self::Err>> + Send;
+    /// Status and headers of a response.
+    fn head(resp: &Self::Resp) -> (StatusCode, &HeaderMap, &Extensions);
+    /// The response's extensions.
+    fn extensions_mut(resp: &mut Self::Resp) -> &mut Extensions;
+    /// What kind of failure an error is.
+    fn error_kind(err: &Self::Err) -> ErrorKind;
+    /// The error for a call that would have to wait `retry_after`, longer than allowed.
+    fn throttled(retry_after: Duration) -> Self::Err;
+}
+
+/// The outcome of a result.
+pub fn outcome<T: Transport>(result: &Result<T::Resp, T::Err>) -> Outcome<'_> {
+    match result {
+        Ok(resp) => {
+            let (status, headers, ext) = T::head(resp);
+            Outcome::Response {
+                status,
+                headers,
+                exhausted: ext.get::<RetryExhausted>().is_some(),
+            }
+        }
+        Err(e) => Outcome::Error(T::error_kind(e)),
+    }
+}
+
+fn attempts_of<T: Transport>(result: &Result<T::Resp, T::Err>) -> u32 {
+    match result {
+        Ok(resp) => T::head(resp).2.get::<Attempts>().map_or(1, |a| a.0),
+        Err(_) => 1,
+    }
+}
+
+/// Stamps the attempt count (and the give-up mark) on a final result.
+pub fn finish<T: Transport>(
+    mut result: Result<T::Resp, T::Err>,
+    attempts: u32,
+    exhausted: bool,
+) -> Result<T::Resp, T::Err> {
+    if let Ok(resp) = &mut result {
+        let ext = T::extensions_mut(resp);
+        ext.insert(Attempts(attempts));
+        if exhausted {
+            ext.insert(RetryExhausted);
+        }
+    }
+    result
+}
+
+/// The attempt count of a first result that needs no retry (the fast path).
+pub fn finish_first<T: Transport>(result: Result<T::Resp, T::Err>) -> Result<T::Resp, T::Err> {
+    let n = attempts_of::<T>(&result);
+    finish::<T>(result, n, false)
+}
+
+/// Waits while the call's origin is held. `Err(wait)` if the hold is longer than the policy's
+/// cap or the call's deadline allows.
+pub async fn wait_for_gate<P: RetryPolicy>(policy: &P, ctx: &CallCtx) -> Result<(), Duration> {
+    while let Some(until) = policy.held_until(ctx) {
+        let wait = until.saturating_duration_since(Instant::now());
+        if wait > policy.max_wait() || ctx.deadline.is_some_and(|d| until > d) {
+            Counters::bump(&policy.counters().throttled);
+            tracing::warn!(
+                layer = P::NAME,
+                wait_ms = wait.as_millis() as u64,
+                "origin throttled for longer than allowed; failing fast"
+            );
+            return Err(wait);
+        }
+        Counters::bump(&policy.counters().held);
+        policy.counters().record_wait(wait);
+        tracing::info!(
+            layer = P::NAME,
+            wait_ms = wait.as_millis() as u64,
+            "origin throttled; holding request"
+        );
+        tokio::time::sleep_until(until).await;
+    }
+    Ok(())
+}
+
+/// The whole call: gate, first attempt, then [`resume`].
+pub async fn run<P: RetryPolicy, T: Transport>(
+    policy: P,
+    mut transport: T,
+    req: T::Req,
+    ctx: CallCtx,
+) -> Result<T::Resp, T::Err> {
+    if let Err(wait) = wait_for_gate(&policy, &ctx).await {
+        return Err(T::throttled(wait));
+    }
+    let backup = T::try_clone(&req);
+    let result = transport.send(req).await;
+    let decision = policy.decide(&ctx, 0, outcome::<T>(&result), Instant::now());
+    resume(policy, transport, ctx, backup, result, decision).await
+}
+
+/// Carries on after an attempt whose result and decision are known.
+pub async fn resume<P: RetryPolicy, T: Transport>(
+    policy: P,
+    mut transport: T,
+    ctx: CallCtx,
+    mut backup: Option<T::Req>,
+    mut result: Result<T::Resp, T::Err>,
+    mut decision: Decision,
+) -> Result<T::Resp, T::Err> {
+    let mut retries = 0u32;
+    let mut sent = attempts_of::<T>(&result);
+    loop {
+        let (until, why) = match decision {
+            Decision::Done => return finish::<T>(result, sent, false),
+            Decision::GiveUp(reason) => return give_up::<P, T>(&policy, result, sent, reason),
+            Decision::Retry { until, why } => (until, why),
+        };
+        let Some(req) = backup.take() else {
+            return give_up::<P, T>(&policy, result, sent, "request body cannot be cloned");
+        };
+        if ctx.deadline.is_some_and(|d| until > d) {
+            return give_up::<P, T>(&policy, result, sent, "wait would pass the deadline");
+        }
+        backup = T::try_clone(&req);
+        let wait = until.saturating_duration_since(Instant::now());
+        let status = match &result {
+            Ok(resp) => Some(T::head(resp).0.as_u16()),
+            Err(_) => None,
+        };
+        drop(result);
+        Counters::bump(&policy.counters().retries);
+        policy.counters().record_wait(wait);
+        tracing::info!(
+            layer = P::NAME,
+            status,
+            why,
+            delay_ms = wait.as_millis() as u64,
+            attempt = retries + 2,
+            "retrying"
+        );
+        tokio::time::sleep_until(until).await;
+        if let Err(wait) = wait_for_gate(&policy, &ctx).await {
+            return Err(T::throttled(wait));
+        }
+        result = transport.send(req).await;
+        retries += 1;
+        sent = sent.saturating_add(attempts_of::<T>(&result));
+        decision = policy.decide(&ctx, retries, outcome::<T>(&result), Instant::now());
+    }
+}
+
+fn give_up<P: RetryPolicy, T: Transport>(
+    policy: &P,
+    result: Result<T::Resp, T::Err>,
+    sent: u32,
+    reason: &'static str,
+) -> Result<T::Resp, T::Err> {
+    Counters::bump(&policy.counters().give_ups);
+    let status = match &result {
+        Ok(resp) => Some(T::head(resp).0.as_u16()),
+        Err(_) => None,
+    };
+    tracing::warn!(layer = P::NAME, status, reason, attempts = sent, "giving up");
+    finish::<T>(result, sent, true)
+}

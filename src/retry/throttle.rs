@@ -1,0 +1,163 @@
+//! The throttle gate: "don't send to X until T" (rules R2 and T6).
+//!
+//! Keys are 64-bit hashes of an origin (scheme, host, port) or of a token-cache key, so checking
+//! the gate allocates nothing. When no key is held — the normal case — a check is one atomic
+//! load and takes no lock.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How many keys a gate holds at most (X3: no unbounded growth). Expired keys are pruned first;
+/// past this, new holds are dropped and logged.
+const MAX_KEYS: usize = 4096;
+
+/// A set of "held until" instants, one per key.
+#[derive(Debug)]
+pub(crate) struct ThrottleGate {
+    base: Instant,
+    /// Milliseconds after `base` until which some key may be held; 0 = none ever held.
+    any_until_ms: AtomicU64,
+    held: Mutex<HashMap<u64, Instant>>,
+}
+
+impl Default for ThrottleGate {
+    fn default() -> Self {
+        ThrottleGate {
+            base: Instant::now(),
+            any_until_ms: AtomicU64::new(0),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ThrottleGate {
+    /// Holds `key` until `until` (never shortens an existing hold).
+    pub(crate) fn hold(&self, key: u64, until: Instant) {
+        let now = Instant::now();
+        if until <= now {
+            return;
+        }
+        let mut held = lock(&self.held);
+        if held.len() >= MAX_KEYS {
+            held.retain(|_, t| *t > now);
+            if held.len() >= MAX_KEYS {
+                tracing::warn!(keys = held.len(), "throttle gate full, hold not recorded");
+                return;
+            }
+        }
+        let entry = held.entry(key).or_insert(until);
+        if *entry < until {
+            *entry = until;
+        }
+        let ms = ms_ceil(until.saturating_duration_since(self.base));
+        self.any_until_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// The instant until which `key` is held, if that is still in the future.
+    pub(crate) fn held_until(&self, key: u64) -> Option<Instant> {
+        let now = Instant::now();
+        let now_ms = now.saturating_duration_since(self.base).as_millis();
+        if u128::from(self.any_until_ms.load(Ordering::Acquire)) <= now_ms {
+            return None;
+        }
+        let held = lock(&self.held);
+        held.get(&key).copied().filter(|t| *t > now)
+    }
+}
+
+fn ms_ceil(d: Duration) -> u64 {
+    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The gate key of an origin: scheme, host (ASCII case-insensitive) and port.
+pub(crate) fn origin_key(scheme: &str, host: &str, port: Option<u16>) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    scheme.to_ascii_lowercase().hash(&mut h);
+    for b in host.bytes() {
+        b.to_ascii_lowercase().hash(&mut h);
+    }
+    let port = port.unwrap_or(match scheme {
+        "https" => 443,
+        "http" => 80,
+        _ => 0,
+    });
+    port.hash(&mut h);
+    h.finish()
+}
+
+/// The gate key of an `http::Uri` (falls back to the `Host` header for relative URIs).
+pub(crate) fn uri_origin_key(uri: &http::Uri, headers: &http::HeaderMap) -> u64 {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    match uri.host() {
+        Some(host) => origin_key(scheme, host, uri.port_u16()),
+        None => {
+            let host = headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            origin_key(scheme, host, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn r2_gate_holds_until_instant_then_releases() {
+        let g = ThrottleGate::default();
+        let k = origin_key("https", "api.example.com", None);
+        assert_eq!(g.held_until(k), None);
+        let until = Instant::now() + Duration::from_millis(1500);
+        g.hold(k, until);
+        assert_eq!(g.held_until(k), Some(until));
+        assert_eq!(g.held_until(origin_key("https", "other.example.com", None)), None);
+        // A shorter hold never shortens the existing one.
+        g.hold(k, Instant::now() + Duration::from_millis(10));
+        assert_eq!(g.held_until(k), Some(until));
+        tokio::time::advance(Duration::from_millis(1499)).await;
+        assert_eq!(g.held_until(k), Some(until));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(g.held_until(k), None);
+    }
+
+    #[test]
+    fn r2_origin_is_scheme_host_port() {
+        assert_eq!(
+            origin_key("https", "API.example.com", None),
+            origin_key("https", "api.example.com", Some(443))
+        );
+        assert_ne!(
+            origin_key("https", "api.example.com", Some(8443)),
+            origin_key("https", "api.example.com", None)
+        );
+        assert_ne!(
+            origin_key("http", "api.example.com", None),
+            origin_key("https", "api.example.com", None)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn x3_gate_is_bounded() {
+        let g = ThrottleGate::default();
+        let until = Instant::now() + Duration::from_secs(60);
+        for k in 0..(MAX_KEYS as u64 + 100) {
+            g.hold(k, until);
+        }
+        assert!(lock(&g.held).len() <= MAX_KEYS);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        g.hold(1, Instant::now() + Duration::from_secs(1));
+        assert_eq!(lock(&g.held).len(), 1);
+    }
+}
