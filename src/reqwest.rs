@@ -12,7 +12,9 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
 use crate::layer::{ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
-use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive};
+use crate::retry::classify::{
+    classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive,
+};
 use crate::retry::driver::{self, CallCtx, RetryPolicy, Transport};
 use crate::retry::throttle::origin_key;
 use crate::Error;
@@ -72,7 +74,11 @@ fn reqwest_ctx(req: &Request, extensions: &mut Extensions, is_retry_after: bool)
     }
     let url = req.url();
     CallCtx {
-        origin: origin_key(url.scheme(), url.host_str().unwrap_or(""), url.port_or_known_default()),
+        origin: origin_key(
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default(),
+        ),
         idempotent: is_idempotent(req.method()),
         deadline: extensions.get::<Deadline>().map(|d| d.0),
         retry_after_outside,
@@ -129,7 +135,9 @@ impl Middleware for TimeoutLayer {
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(after_ms = after.as_millis() as u64, "attempt timed out");
-                Err(reqwest_middleware::Error::middleware(Error::Timeout { after }))
+                Err(reqwest_middleware::Error::middleware(Error::Timeout {
+                    after,
+                }))
             }
         }
     }

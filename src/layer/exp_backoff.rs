@@ -180,7 +180,13 @@ impl<S> Layer<S> for ExpBackoffLayer {
 pub type ExpBackoff<S> = RetryService<S, ExpBackoffLayer>;
 
 impl ExpBackoffLayer {
-    fn retry(&self, retries: u32, at: Instant, floor: Option<Duration>, why: &'static str) -> Decision {
+    fn retry(
+        &self,
+        retries: u32,
+        at: Instant,
+        floor: Option<Duration>,
+        why: &'static str,
+    ) -> Decision {
         let s = &self.shared;
         if retries >= s.backoff.max_retries() {
             return Decision::GiveUp("max retries reached");
@@ -230,7 +236,10 @@ impl RetryPolicy for ExpBackoffLayer {
                     return Decision::Done;
                 }
                 let header = retry_after(headers, SystemTime::now());
-                if header.is_some() && ctx.retry_after_outside && status != StatusCode::REQUEST_TIMEOUT {
+                if header.is_some()
+                    && ctx.retry_after_outside
+                    && status != StatusCode::REQUEST_TIMEOUT
+                {
                     // The Retry-After layer outside handles it.
                     return Decision::Done;
                 }
@@ -238,7 +247,9 @@ impl RetryPolicy for ExpBackoffLayer {
             }
             Outcome::Error(kind @ (ErrorKind::Timeout | ErrorKind::Connect)) => {
                 if !ctx.idempotent && !self.shared.retry_non_idempotent {
-                    return Decision::GiveUp("non-idempotent request after a timeout or connection error");
+                    return Decision::GiveUp(
+                        "non-idempotent request after a timeout or connection error",
+                    );
                 }
                 let why = if kind == ErrorKind::Timeout {
                     "timeout"

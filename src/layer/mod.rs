@@ -25,6 +25,5 @@ pub use retry::{ResponseFuture, RetryService};
 pub use retry_after::{RetryAfter, RetryAfterLayer, RetryAfterLayerBuilder, MAX_WAIT_LIMIT};
 pub use timeout::{Timeout, TimeoutLayer};
 
-
 /// The future of a [`Timeout`] call.
 pub type TimeoutFuture<F> = timeout::ResponseFuture<F>;

@@ -108,9 +108,7 @@ where
             };
             let fut = driver::run(self.policy.clone(), transport, req, ctx);
             return ResponseFuture {
-                state: State::Slow {
-                    fut: Box::pin(fut),
-                },
+                state: State::Slow { fut: Box::pin(fut) },
             };
         }
         let backup = try_clone_request(&req);

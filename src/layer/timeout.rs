@@ -120,7 +120,10 @@ where
         }
         match this.sleep.poll(cx) {
             Poll::Ready(()) => {
-                tracing::warn!(after_ms = this.after.as_millis() as u64, "attempt timed out");
+                tracing::warn!(
+                    after_ms = this.after.as_millis() as u64,
+                    "attempt timed out"
+                );
                 Poll::Ready(Err(Box::new(Error::Timeout { after: *this.after })))
             }
             Poll::Pending => Poll::Pending,

@@ -83,8 +83,7 @@ pub trait RetryPolicy: Clone + Send + Sync + 'static {
     /// The longest hold a call may wait out before failing with `Throttled`.
     fn max_wait(&self) -> Duration;
     /// What to do after attempt number `retries + 1`.
-    fn decide(&self, ctx: &CallCtx, retries: u32, outcome: Outcome<'_>, at: Instant)
-        -> Decision;
+    fn decide(&self, ctx: &CallCtx, retries: u32, outcome: Outcome<'_>, at: Instant) -> Decision;
     /// The layer's counters.
     fn counters(&self) -> &Counters;
 }
@@ -100,7 +99,10 @@ pub trait Transport: Send {
     /// A copy of the request for a retry, or `None` if its body cannot be copied (rule R6).
     fn try_clone(req: &Self::Req) -> Option<Self::Req>;
     /// Sends one attempt.
-    fn send(&mut self, req: Self::Req) -> impl Future<Output = Result<Self::Resp, Self::Err>> + Send;
+    fn send(
+        &mut self,
+        req: Self::Req,
+    ) -> impl Future<Output = Result<Self::Resp, Self::Err>> + Send;
     /// Status and headers of a response.
     fn head(resp: &Self::Resp) -> (StatusCode, &HeaderMap, &Extensions);
     /// The response's extensions.
@@ -259,6 +261,12 @@ fn give_up<P: RetryPolicy, T: Transport>(
         Ok(resp) => Some(T::head(resp).0.as_u16()),
         Err(_) => None,
     };
-    tracing::warn!(layer = P::NAME, status, reason, attempts = sent, "giving up");
+    tracing::warn!(
+        layer = P::NAME,
+        status,
+        reason,
+        attempts = sent,
+        "giving up"
+    );
     finish::<T>(result, sent, true)
 }

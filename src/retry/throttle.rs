@@ -122,7 +122,10 @@ mod tests {
         let until = Instant::now() + Duration::from_millis(1500);
         g.hold(k, until);
         assert_eq!(g.held_until(k), Some(until));
-        assert_eq!(g.held_until(origin_key("https", "other.example.com", None)), None);
+        assert_eq!(
+            g.held_until(origin_key("https", "other.example.com", None)),
+            None
+        );
         // A shorter hold never shortens the existing one.
         g.hold(k, Instant::now() + Duration::from_millis(10));
         assert_eq!(g.held_until(k), Some(until));

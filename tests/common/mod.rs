@@ -1,0 +1,144 @@
+//! Shared test helpers: a scripted tower service and a tracing capture.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use resilient_auth::BoxError;
+use tokio::time::Instant;
+
+/// What the scripted service does for one call.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Answer with this status and headers.
+    Status(u16, Vec<(&'static str, String)>),
+    /// Never answer.
+    Hang,
+    /// Fail like a refused connection.
+    Refused,
+}
+
+pub fn status(code: u16) -> Step {
+    Step::Status(code, vec![])
+}
+
+pub fn with_header(code: u16, name: &'static str, value: impl Into<String>) -> Step {
+    Step::Status(code, vec![(name, value.into())])
+}
+
+/// A tower service that plays a script and records when each call arrived.
+#[derive(Clone, Default)]
+pub struct Script {
+    steps: Arc<Mutex<VecDeque<Step>>>,
+    fallback: Arc<Mutex<Option<Step>>>,
+    calls: Arc<Mutex<Vec<(Instant, Method, String)>>>,
+}
+
+impl Script {
+    pub fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        let s = Script::default();
+        s.steps.lock().unwrap().extend(steps);
+        s
+    }
+
+    /// The step played once the script has run out (default 200).
+    pub fn then_always(self, step: Step) -> Self {
+        *self.fallback.lock().unwrap() = Some(step);
+        self
+    }
+
+    pub fn calls(&self) -> Vec<(Instant, Method, String)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    /// Gaps between consecutive calls.
+    pub fn gaps(&self) -> Vec<Duration> {
+        let calls = self.calls();
+        calls.windows(2).map(|w| w[1].0 - w[0].0).collect()
+    }
+
+    pub async fn call<B>(self, req: Request<B>) -> Result<Response<String>, BoxError> {
+        self.calls.lock().unwrap().push((
+            Instant::now(),
+            req.method().clone(),
+            req.uri().to_string(),
+        ));
+        let step = {
+            let next = self.steps.lock().unwrap().pop_front();
+            next.or_else(|| self.fallback.lock().unwrap().clone())
+                .unwrap_or_else(|| status(200))
+        };
+        match step {
+            Step::Status(code, headers) => {
+                let mut resp = Response::new(String::new());
+                *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+                for (k, v) in headers {
+                    resp.headers_mut().append(k, v.parse().unwrap());
+                }
+                Ok(resp)
+            }
+            Step::Hang => std::future::pending().await,
+            Step::Refused => Err(Box::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ))),
+        }
+    }
+
+    pub fn service<B: Send + 'static>(
+        &self,
+    ) -> impl tower::Service<
+        Request<B>,
+        Response = Response<String>,
+        Error = BoxError,
+        Future = impl Send,
+    > + Clone
+           + Send
+           + 'static {
+        let me = self.clone();
+        tower::service_fn(move |req: Request<B>| me.clone().call(req))
+    }
+}
+
+/// Captures `tracing` output (all levels) into a buffer.
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Capture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Installs this capture as the default subscriber for the returned guard's lifetime.
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let sub = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+}
