@@ -1,5 +1,45 @@
 //! Composable HTTP client layers that keep a daemon's calls to protected APIs alive through
 //! identity-provider trouble.
+//!
+//! Four layers, each a [`tower::Layer`] and (feature `reqwest`) a
+//! `reqwest_middleware::Middleware`:
+//!
+//! | layer | does |
+//! | --- | --- |
+//! | [`RetryAfterLayer`] | 429 / 5xx with `Retry-After` (or `retry-after-ms`, `x-ms-retry-after-ms`): waits exactly that long, holding the whole origin; fails fast past a cap |
+//! | [`ExpBackoffLayer`] | 5xx / 408 / timeouts / connection errors without a retry header: first retry ≥ 5 s, ×2, cap 60 s, additive jitter, retry budget |
+//! | `AuthLayer` | attaches a cached bearer token, refreshed before it expires |
+//! | [`TimeoutLayer`] | per-attempt timeout, as a typed error the back-off layer retries (never at once) |
+//!
+//! # Feature flags
+//!
+//! | feature | default | enables |
+//! | --- | --- | --- |
+//! | `reqwest` | yes | `reqwest_middleware::Middleware` impls; reqwest as the credentials' HTTP client |
+//! | `full` | no | everything |
+//!
+//! # Example
+//!
+//! ```no_run
+//! # #[cfg(feature = "reqwest")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use resilient_auth::{ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, Attempts};
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(RetryAfterLayer::default()) // 429/503 + Retry-After: wait exactly that long
+//!     .with(ExpBackoffLayer::default()) // 5xx / timeout: first retry >= 5 s, x2, jitter
+//!     .with(TimeoutLayer::new(Duration::from_secs(10)))
+//!     .build();
+//! let resp = client.get("https://example.com/api").send().await?;
+//! println!("{} after {:?} attempts", resp.status(), resp.extensions().get::<Attempts>());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same types go into `tower::ServiceBuilder::layer(..)` around any
+//! `Service<http::Request<B>>` (a hyper-util client, say); see [`layer`] for the stacking order
+//! and why.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod credential;
@@ -15,3 +55,7 @@ pub use error::{BoxError, Error, IdentityProviderError};
 pub use layer::{ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 pub use retry::{Attempts, Deadline};
 pub use token::{AccessToken, TokenResponse};
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+struct ReadmeDoctests;

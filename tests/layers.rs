@@ -1,4 +1,5 @@
 //! The retry layers on the tower stack, under paused time (rules R1–R7).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Shared test helpers: a scripted tower service and a tracing capture.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
