@@ -1,6 +1,7 @@
 //! The crate's error type.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A boxed error, as tower layers that can fail return.
@@ -10,7 +11,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// `Display` describes this level only (the cause is chained with `source()`), is lowercase and
 /// never contains a token, secret or assertion.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The server (an API or the identity provider) asked us to wait longer than the caller's
@@ -34,9 +35,10 @@ pub enum Error {
     Unavailable {
         /// What was unavailable, e.g. `"identity provider"`.
         what: &'static str,
-        /// The underlying failure, if there was one.
+        /// The underlying failure, if there was one (shared, so that every caller waiting on
+        /// one fetch gets the same error).
         #[source]
-        source: Option<BoxError>,
+        source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
     },
 
     /// The identity provider answered with an OAuth 2.0 error.
@@ -61,6 +63,16 @@ pub enum Error {
 impl Error {
     pub(crate) fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
+    }
+
+    pub(crate) fn unavailable(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Unavailable {
+            what,
+            source: Some(Arc::new(source)),
+        }
     }
 
     pub(crate) fn invalid_response(msg: impl Into<String>) -> Self {

@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | [`RetryAfterLayer`] | 429 / 5xx with `Retry-After` (or `retry-after-ms`, `x-ms-retry-after-ms`): waits exactly that long, holding the whole origin; fails fast past a cap |
 //! | [`ExpBackoffLayer`] | 5xx / 408 / timeouts / connection errors without a retry header: first retry ≥ 5 s, ×2, cap 60 s, additive jitter, retry budget |
-//! | `AuthLayer` | attaches a cached bearer token, refreshed before it expires |
+//! | [`AuthLayer`] | attaches a cached bearer token, refreshed before it expires |
 //! | [`TimeoutLayer`] | per-attempt timeout, as a typed error the back-off layer retries (never at once) |
 //!
 //! # Feature flags
@@ -42,6 +42,7 @@
 //! and why.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod cache;
 pub mod credential;
 mod error;
 pub mod layer;
@@ -50,9 +51,10 @@ mod reqwest;
 pub mod retry;
 mod token;
 
+pub use cache::{CacheStats, TokenCache, TokenCacheBuilder};
 pub use credential::{CredentialIdentity, TokenCredential, TokenRequest};
 pub use error::{BoxError, Error, IdentityProviderError};
-pub use layer::{ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
+pub use layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 pub use retry::{Attempts, Deadline};
 pub use token::{AccessToken, TokenResponse};
 

@@ -11,7 +11,8 @@ use http::{Extensions, HeaderMap, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::layer::{ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
+use crate::layer::auth::{send_with_challenge, token_for};
+use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 use crate::retry::classify::{
     classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive,
 };
@@ -36,6 +37,10 @@ impl Transport for ReqwestTransport<'_> {
 
     fn send(&mut self, req: Request) -> impl Future<Output = Result<Response, Self::Err>> + Send {
         self.next.clone().run(req, self.extensions)
+    }
+
+    fn req_headers_mut(req: &mut Request) -> &mut HeaderMap {
+        req.headers_mut()
     }
 
     fn head(resp: &Response) -> (StatusCode, &HeaderMap, &Extensions) {
@@ -140,5 +145,36 @@ impl Middleware for TimeoutLayer {
                 }))
             }
         }
+    }
+}
+
+fn middleware_error(e: Error) -> reqwest_middleware::Error {
+    reqwest_middleware::Error::middleware(e)
+}
+
+#[async_trait::async_trait]
+impl Middleware for AuthLayer {
+    async fn handle(
+        &self,
+        mut req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        match self.target_of_url(req.url(), req.headers()).into_result() {
+            Err(e) => return Err(middleware_error(e)),
+            Ok(false) => return next.run(req, extensions).await,
+            Ok(true) => {}
+        }
+        let tokens = self.tokens();
+        let token = match tokens.cached() {
+            Some(t) => t,
+            None => token_for(tokens, extensions.get::<Deadline>().copied())
+                .await
+                .map_err(middleware_error)?,
+        };
+        req.headers_mut()
+            .insert(http::header::AUTHORIZATION, token.header_value().clone());
+        let mut transport = ReqwestTransport { next, extensions };
+        send_with_challenge(tokens, &mut transport, req, token, None, middleware_error).await
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! # Stacking order
 //!
-//! Outermost first: [`RetryAfterLayer`](crate::RetryAfterLayer),
-//! [`ExpBackoffLayer`](crate::ExpBackoffLayer), `AuthLayer`, [`TimeoutLayer`](crate::TimeoutLayer).
+//! Outermost first: [`RetryAfterLayer`](super::RetryAfterLayer),
+//! [`ExpBackoffLayer`](super::ExpBackoffLayer), [`AuthLayer`], [`TimeoutLayer`](super::TimeoutLayer).
 //!
 //! - `RetryAfterLayer` outside `ExpBackoffLayer`: a server-directed wait holds the whole origin,
 //!   including the back-off layer's retries; the back-off layer leaves responses with a retry
@@ -13,12 +13,15 @@
 //! - `TimeoutLayer` innermost: the timeout bounds one attempt, not the whole call with its
 //!   waits; a timed-out attempt is then retried by `ExpBackoffLayer` after the back-off delay.
 
+pub(crate) mod auth;
 mod body;
+mod challenge;
 mod exp_backoff;
 mod retry;
 mod retry_after;
 mod timeout;
 
+pub use auth::{Auth, AuthLayer, ResponseFuture as AuthFuture};
 pub use body::TryCloneBody;
 pub use exp_backoff::{ExpBackoff, ExpBackoffLayer, ExpBackoffLayerBuilder};
 pub use retry::{ResponseFuture, RetryService};

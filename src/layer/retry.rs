@@ -213,6 +213,15 @@ pub(crate) struct TowerTransport<S, B> {
     _body: PhantomData<fn() -> B>,
 }
 
+impl<S, B> TowerTransport<S, B> {
+    pub(crate) fn new(svc: S) -> Self {
+        TowerTransport {
+            svc,
+            _body: PhantomData,
+        }
+    }
+}
+
 impl<S, B, RB> Transport for TowerTransport<S, B>
 where
     S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
@@ -232,6 +241,10 @@ where
     async fn send(&mut self, req: Self::Req) -> Result<Self::Resp, Self::Err> {
         let svc = self.svc.ready().await.map_err(Into::into)?;
         svc.call(req).await.map_err(Into::into)
+    }
+
+    fn req_headers_mut(req: &mut Self::Req) -> &mut HeaderMap {
+        req.headers_mut()
     }
 
     fn head(resp: &Self::Resp) -> (StatusCode, &HeaderMap, &Extensions) {

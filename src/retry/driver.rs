@@ -103,6 +103,8 @@ pub trait Transport: Send {
         &mut self,
         req: Self::Req,
     ) -> impl Future<Output = Result<Self::Resp, Self::Err>> + Send;
+    /// The request's headers.
+    fn req_headers_mut(req: &mut Self::Req) -> &mut HeaderMap;
     /// Status and headers of a response.
     fn head(resp: &Self::Resp) -> (StatusCode, &HeaderMap, &Extensions);
     /// The response's extensions.

@@ -1,0 +1,593 @@
+//! [`TokenCache`]: cached tokens that survive identity-provider trouble (rules T2–T7, O1, O2).
+//!
+//! - **Hot path** (a token is cached and usable): one atomic load, no lock a refresh could
+//!   hold, no allocation; the `Authorization` header value was built when the token arrived.
+//! - **Refresh ahead** (T2, T3): past the refresh point (the server's `refresh_in`, else half the
+//!   lifetime, minus a small random jitter) the caller still gets the cached token at once and
+//!   exactly one background task per key fetches a new one.
+//! - **Outage** (T5): a failed refresh keeps the old token in service until
+//!   `expires_at - skew` and is retried with back-off (≥ 5 s, ×2, ≤ 60 s) or after the server's
+//!   `Retry-After`, one attempt in flight.
+//! - **Cold start** (T4): concurrent callers with nothing cached share one request.
+//! - **Throttle gate** (T6): after a failure no request for that key is sent until the back-off
+//!   or `Retry-After` has passed; a caller without a usable token gets the failure at once
+//!   ([`Error::Throttled`] after a 429 or a `Retry-After`), unless its deadline allows waiting.
+//! - **Per key** (T7): each set of claims is its own entry with its own single-flight.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tokio::time::Instant;
+
+use crate::retry::throttle::ThrottleGate;
+use crate::retry::Backoff;
+use crate::{AccessToken, CredentialIdentity, Error, TokenCredential, TokenRequest, TokenResponse};
+
+/// The longest token lifetime accepted (T1).
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How many distinct claims sets a cache keeps (X3).
+const MAX_CLAIMS_ENTRIES: usize = 64;
+
+/// A cheap-to-clone handle to cached tokens for one credential and one fixed set of scopes.
+///
+/// ```no_run
+/// # async fn demo(credential: impl resilient_auth::TokenCredential) -> Result<(), resilient_auth::Error> {
+/// use resilient_auth::TokenCache;
+///
+/// let tokens = TokenCache::new(credential, ["https://vault.azure.net/.default"]);
+/// let token = tokens.token().await?;
+/// assert!(!token.secret().is_empty());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    credential: Arc<dyn TokenCredential>,
+    identity: CredentialIdentity,
+    scopes: Arc<[String]>,
+    config: Config,
+    default_entry: Arc<Entry>,
+    claims_entries: Mutex<HashMap<Arc<str>, Arc<Entry>>>,
+    gate: ThrottleGate,
+    counters: Counters,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    skew: Duration,
+    refresh_ratio: f64,
+    max_jitter: Duration,
+    backoff: Backoff,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            skew: Duration::from_secs(30),
+            refresh_ratio: 0.5,
+            max_jitter: Duration::from_secs(60),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, Error>>>;
+
+struct Entry {
+    claims: Option<Arc<str>>,
+    gate_key: u64,
+    current: ArcSwapOption<Cached>,
+    refreshing: AtomicBool,
+    inflight: Mutex<Option<SharedFetch>>,
+    failures: AtomicU32,
+    last_error: Mutex<Option<Error>>,
+}
+
+struct Cached {
+    token: AccessToken,
+    usable_until: Instant,
+}
+
+impl Entry {
+    fn new(claims: Option<Arc<str>>, base_key: u64) -> Self {
+        let mut h = std::hash::DefaultHasher::new();
+        base_key.hash(&mut h);
+        claims.hash(&mut h);
+        Entry {
+            claims,
+            gate_key: h.finish(),
+            current: ArcSwapOption::empty(),
+            refreshing: AtomicBool::new(false),
+            inflight: Mutex::new(None),
+            failures: AtomicU32::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    fn usable(&self, now: Instant) -> Option<AccessToken> {
+        let cached = self.current.load();
+        match cached.as_deref() {
+            Some(c) if now < c.usable_until => Some(c.token.clone()),
+            _ => None,
+        }
+    }
+
+    fn fresh(&self, now: Instant) -> Option<AccessToken> {
+        self.usable(now).filter(|t| now < t.refresh_at())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    idp_requests: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
+    throttled: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A snapshot of a [`TokenCache`]'s counters (rule O2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Calls answered from the cache.
+    pub hits: u64,
+    /// Calls that found no usable token.
+    pub misses: u64,
+    /// Requests sent to the identity provider.
+    pub idp_requests: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
+    /// Failed identity-provider requests.
+    pub refresh_failures: u64,
+    /// Calls answered with an error because the key was held (throttled or backing off).
+    pub throttled: u64,
+}
+
+impl TokenCache {
+    /// A cache for `credential` and a fixed set of `scopes` (rule T8), with default settings:
+    /// refresh at half the lifetime (or the server's `refresh_in`), serve until 30 s before
+    /// expiry, back-off 5 s → 60 s between failed requests.
+    pub fn new<C, I, S>(credential: C, scopes: I) -> Self
+    where
+        C: TokenCredential,
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        TokenCache::build_with(
+            Arc::new(credential),
+            scopes.into_iter().map(Into::into).collect(),
+            Config::default(),
+        )
+    }
+
+    /// A builder for the other settings.
+    pub fn builder<C, I, S>(credential: C, scopes: I) -> TokenCacheBuilder
+    where
+        C: TokenCredential,
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        TokenCacheBuilder {
+            credential: Arc::new(credential),
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            config: Config::default(),
+        }
+    }
+
+    fn build_with(
+        credential: Arc<dyn TokenCredential>,
+        scopes: Arc<[String]>,
+        config: Config,
+    ) -> Self {
+        let identity = credential.identity();
+        let mut h = std::hash::DefaultHasher::new();
+        identity.hash(&mut h);
+        scopes.hash(&mut h);
+        let base_key = h.finish();
+        TokenCache {
+            inner: Arc::new(Inner {
+                credential,
+                identity,
+                scopes,
+                config,
+                default_entry: Arc::new(Entry::new(None, base_key)),
+                claims_entries: Mutex::new(HashMap::new()),
+                gate: ThrottleGate::default(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// A token for the cache's scopes.
+    ///
+    /// Returns the cached token at once while it is usable (refreshing it in the background
+    /// past its refresh point). With nothing usable cached, it joins (or starts) the one
+    /// request to the identity provider for this key.
+    ///
+    /// # Errors
+    /// [`Error::Throttled`] while the identity provider's `Retry-After` runs; the last failure
+    /// while the key backs off after one; otherwise the credential's error.
+    pub async fn token(&self) -> Result<AccessToken, Error> {
+        self.token_for(&self.inner.default_entry.clone(), None)
+            .await
+    }
+
+    /// Like [`token`](Self::token), but waits out a throttle or back-off that ends before
+    /// `deadline` instead of failing at once.
+    ///
+    /// # Errors
+    /// As [`token`](Self::token).
+    pub async fn token_before(&self, deadline: Instant) -> Result<AccessToken, Error> {
+        self.token_for(&self.inner.default_entry.clone(), Some(deadline))
+            .await
+    }
+
+    /// A token carrying `claims` (a JSON string from a CAE `insufficient_claims` challenge,
+    /// rule A2). Each distinct claims value is its own cache key.
+    ///
+    /// # Errors
+    /// As [`token`](Self::token).
+    pub async fn token_with_claims(&self, claims: &str) -> Result<AccessToken, Error> {
+        let entry = self.claims_entry(claims);
+        self.token_for(&entry, None).await
+    }
+
+    /// The cached token if it is usable now, without waiting (the layers' hot path). Starts a
+    /// background refresh if it is past its refresh point.
+    pub fn cached(&self) -> Option<AccessToken> {
+        let entry = &self.inner.default_entry;
+        let now = Instant::now();
+        let token = entry.usable(now)?;
+        bump(&self.inner.counters.hits);
+        if now >= token.refresh_at() {
+            self.spawn_refresh(entry.clone());
+        }
+        Some(token)
+    }
+
+    /// Drops `token` from the cache if it is still the cached one (after the resource rejected
+    /// it with `invalid_token`), so the next call fetches a new one.
+    pub fn invalidate(&self, token: &AccessToken) {
+        let entry = &self.inner.default_entry;
+        let current = entry.current.load();
+        if current.as_deref().is_some_and(|c| c.token.same_as(token)) {
+            tracing::info!(
+                source = self.inner.identity.kind,
+                "token rejected by the resource; dropped from the cache"
+            );
+            entry.current.store(None);
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            idp_requests: get(&c.idp_requests),
+            refreshes: get(&c.refreshes),
+            refresh_failures: get(&c.refresh_failures),
+            throttled: get(&c.throttled),
+        }
+    }
+
+    /// Who the credential is (no secrets).
+    pub fn identity(&self) -> &CredentialIdentity {
+        &self.inner.identity
+    }
+
+    /// The fixed scopes.
+    pub fn scopes(&self) -> &[String] {
+        &self.inner.scopes
+    }
+
+    fn claims_entry(&self, claims: &str) -> Arc<Entry> {
+        let mut map = lock(&self.inner.claims_entries);
+        if let Some(e) = map.get(claims) {
+            return e.clone();
+        }
+        if map.len() >= MAX_CLAIMS_ENTRIES {
+            // Claims challenges are rare; forget the lot rather than grow without bound.
+            map.clear();
+        }
+        let base = self.inner.default_entry.gate_key;
+        let claims: Arc<str> = Arc::from(claims);
+        let entry = Arc::new(Entry::new(Some(claims.clone()), base));
+        map.insert(claims, entry.clone());
+        entry
+    }
+
+    async fn token_for(
+        &self,
+        entry: &Arc<Entry>,
+        deadline: Option<Instant>,
+    ) -> Result<AccessToken, Error> {
+        let now = Instant::now();
+        if let Some(token) = entry.usable(now) {
+            bump(&self.inner.counters.hits);
+            if now >= token.refresh_at() {
+                self.spawn_refresh(entry.clone());
+            }
+            return Ok(token);
+        }
+        bump(&self.inner.counters.misses);
+        if self.inner.scopes.is_empty() {
+            return Err(Error::config("a token cache needs at least one scope"));
+        }
+        while let Some(until) = self.inner.gate.held_until(entry.gate_key) {
+            if deadline.is_some_and(|d| until <= d) {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            bump(&self.inner.counters.throttled);
+            let remaining = until.saturating_duration_since(Instant::now());
+            let last = lock(&entry.last_error).clone();
+            return Err(match last {
+                Some(e) if e.retry_after().is_none() => e,
+                _ => Error::Throttled {
+                    retry_after: remaining,
+                },
+            });
+        }
+        self.single_flight(entry, Entry::usable).await
+    }
+
+    /// Joins the entry's fetch in flight, or starts one. `accept` says whether a token already
+    /// cached makes the fetch unnecessary (usable for callers, fresh for the refresher).
+    async fn single_flight(
+        &self,
+        entry: &Arc<Entry>,
+        accept: fn(&Entry, Instant) -> Option<AccessToken>,
+    ) -> Result<AccessToken, Error> {
+        let fut = {
+            let mut slot = lock(&entry.inflight);
+            if let Some(token) = accept(entry, Instant::now()) {
+                return Ok(token);
+            }
+            match &*slot {
+                Some(f) => f.clone(),
+                None => {
+                    let this = self.clone();
+                    let e = entry.clone();
+                    let handle = tokio::spawn(async move { this.fetch(&e).await });
+                    let f = async move {
+                        handle.await.unwrap_or_else(|join| {
+                            Err(Error::unavailable("token fetch task", join))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some(f.clone());
+                    f
+                }
+            }
+        };
+        fut.await
+    }
+
+    /// One request to the identity provider; stores the token or sets the gate.
+    async fn fetch(&self, entry: &Entry) -> Result<AccessToken, Error> {
+        let inner = &self.inner;
+        let mut request = TokenRequest::new(inner.scopes.iter().cloned());
+        request.claims = entry.claims.clone();
+        bump(&inner.counters.idp_requests);
+        let start = Instant::now();
+        let result = inner
+            .credential
+            .get_token(&request)
+            .await
+            .and_then(|resp| self.make_token(resp, start));
+        match &result {
+            Ok((token, usable_until)) => {
+                entry.current.store(Some(Arc::new(Cached {
+                    token: token.clone(),
+                    usable_until: *usable_until,
+                })));
+                entry.failures.store(0, Ordering::Relaxed);
+                *lock(&entry.last_error) = None;
+                tracing::info!(
+                    source = inner.identity.kind,
+                    lifetime_s = token
+                        .expires_at()
+                        .saturating_duration_since(start)
+                        .as_secs(),
+                    refresh_in_s = token
+                        .refresh_at()
+                        .saturating_duration_since(start)
+                        .as_secs(),
+                    claims = entry.claims.is_some(),
+                    "token fetched"
+                );
+            }
+            Err(e) => self.on_failure(entry, e),
+        }
+        *lock(&entry.inflight) = None;
+        result.map(|(t, _)| t)
+    }
+
+    fn on_failure(&self, entry: &Entry, error: &Error) {
+        let inner = &self.inner;
+        bump(&inner.counters.refresh_failures);
+        let n = entry.failures.fetch_add(1, Ordering::Relaxed);
+        let wait = match error.retry_after() {
+            Some(ra) => ra,
+            None => inner.config.backoff.delay(n),
+        };
+        inner.gate.hold(entry.gate_key, Instant::now() + wait);
+        *lock(&entry.last_error) = Some(error.clone());
+        tracing::warn!(
+            source = inner.identity.kind,
+            error = %error,
+            failures = n + 1,
+            next_attempt_in_ms = wait.as_millis() as u64,
+            "token request failed"
+        );
+    }
+
+    fn make_token(
+        &self,
+        resp: TokenResponse,
+        start: Instant,
+    ) -> Result<(AccessToken, Instant), Error> {
+        let lifetime = resp.expires_in;
+        if lifetime.is_zero() || lifetime > MAX_LIFETIME {
+            return Err(Error::invalid_response(format!(
+                "token lifetime {lifetime:?} is outside (0, 7 days]"
+            )));
+        }
+        let cfg = &self.inner.config;
+        let expires_at = start + lifetime;
+        let refresh_after = match resp.refresh_in {
+            Some(r) if !r.is_zero() && r < lifetime => r,
+            _ => lifetime.mul_f64(cfg.refresh_ratio),
+        };
+        let jitter_cap = cfg.max_jitter.min(lifetime / 20);
+        let jitter = jitter_cap.mul_f64(fastrand::f64());
+        let refresh_at = start + refresh_after.saturating_sub(jitter);
+        let usable_until = expires_at - cfg.skew.min(lifetime / 4);
+        let token = AccessToken::new(resp.access_token, expires_at, refresh_at)?;
+        Ok((token, usable_until))
+    }
+
+    fn spawn_refresh(&self, entry: Arc<Entry>) {
+        if entry
+            .refreshing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        bump(&self.inner.counters.refreshes);
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.refresh_loop(&entry).await;
+            entry.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Refreshes until it succeeds, someone else refreshed, or the old token is no longer
+    /// usable (then callers take the cold path).
+    async fn refresh_loop(&self, entry: &Arc<Entry>) {
+        loop {
+            if let Some(until) = self.inner.gate.held_until(entry.gate_key) {
+                tokio::time::sleep_until(until).await;
+            }
+            let now = Instant::now();
+            if entry.usable(now).is_none() || entry.fresh(now).is_some() {
+                return;
+            }
+            tracing::debug!(
+                source = self.inner.identity.kind,
+                "refreshing token ahead of expiry"
+            );
+            if self.single_flight(entry, Entry::fresh).await.is_ok() {
+                return;
+            }
+        }
+    }
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("credential", &self.inner.credential)
+            .field("scopes", &self.inner.scopes)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TokenCache`] with non-default settings.
+pub struct TokenCacheBuilder {
+    credential: Arc<dyn TokenCredential>,
+    scopes: Arc<[String]>,
+    config: Config,
+}
+
+impl fmt::Debug for TokenCacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCacheBuilder")
+            .field("credential", &self.credential)
+            .field("scopes", &self.scopes)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl TokenCacheBuilder {
+    /// A token stops being served this long before it expires (default 30 s; at most a
+    /// quarter of a token's lifetime is taken).
+    #[must_use]
+    pub fn skew(mut self, skew: Duration) -> Self {
+        self.config.skew = skew;
+        self
+    }
+
+    /// Where in its lifetime a token is refreshed when the server gives no `refresh_in`
+    /// (default 0.5: MSAL does this only for tokens of 2 h or more; half a lifetime of outage
+    /// margin is worth one more request per token).
+    #[must_use]
+    pub fn refresh_ratio(mut self, ratio: f64) -> Self {
+        self.config.refresh_ratio = ratio;
+        self
+    }
+
+    /// The most the refresh point is moved earlier at random, to spread replicas (default
+    /// 60 s, and never more than 5 % of the lifetime).
+    #[must_use]
+    pub fn max_refresh_jitter(mut self, jitter: Duration) -> Self {
+        self.config.max_jitter = jitter;
+        self
+    }
+
+    /// The back-off between failed identity-provider requests (default 5 s, ×2, cap 60 s).
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// Validates the settings.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for no scopes, or a refresh ratio outside (0, 1].
+    pub fn build(self) -> Result<TokenCache, Error> {
+        if self.scopes.is_empty() || self.scopes.iter().any(|s| s.trim().is_empty()) {
+            return Err(Error::config(
+                "a token cache needs at least one non-empty scope",
+            ));
+        }
+        let r = self.config.refresh_ratio;
+        if !(r > 0.0 && r <= 1.0) {
+            return Err(Error::config(format!(
+                "refresh ratio must be within (0, 1], got {r}"
+            )));
+        }
+        Ok(TokenCache::build_with(
+            self.credential,
+            self.scopes,
+            self.config,
+        ))
+    }
+}

@@ -1,0 +1,450 @@
+//! [`AuthLayer`]: attach a cached bearer token; one resend on a 401 challenge (rules A1, A2, X2).
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body::{try_clone_request, TryCloneBody};
+use super::challenge::{challenge, Challenge};
+use super::retry::TowerTransport;
+use crate::retry::classify::Deadline;
+use crate::retry::driver::Transport;
+use crate::{AccessToken, BoxError, Error, TokenCache};
+
+/// Attaches `Authorization: Bearer …` from a [`TokenCache`] to the requests that pass through.
+///
+/// - The header value was built once per token and is marked sensitive; with a usable cached
+///   token, attaching it costs a reference-count increment.
+/// - A request that already has an `Authorization` header is left alone.
+/// - Tokens go only over HTTPS, or plain http to a loopback host (X2); a request to any other
+///   plain-http URL fails with [`Error::Config`] rather than leak the token.
+/// - [`allow_origins`](Self::allow_origins) restricts the token to named origins: requests to
+///   other origins are sent without it. Without a restriction every origin gets the token (the
+///   resilience report flags that).
+/// - A 401 with `WWW-Authenticate: Bearer error="invalid_token"` drops the cached token, fetches
+///   a new one and resends once; `error="insufficient_claims", claims="…"` (CAE) fetches a token
+///   with those claims and resends once. Never more than one resend; a request whose body cannot
+///   be copied is not resent.
+/// - A request carrying a [`Deadline`] waits out an identity-provider throttle that ends before
+///   it; otherwise a throttled cache fails at once with [`Error::Throttled`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    tokens: TokenCache,
+    origins: Option<Arc<[Origin]>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn parse(text: &str) -> Result<Origin, Error> {
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|_| Error::config(format!("not an origin: {text:?}")))?;
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return Err(Error::config(format!(
+                "an origin needs a scheme and a host: {text:?}"
+            )));
+        };
+        let path_ok = uri
+            .path_and_query()
+            .is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
+        if !path_ok {
+            return Err(Error::config(format!("an origin has no path: {text:?}")));
+        }
+        Ok(Origin::new(scheme, host, uri.port_u16()))
+    }
+
+    fn new(scheme: &str, host: &str, port: Option<u16>) -> Origin {
+        let scheme = scheme.to_ascii_lowercase();
+        let port = port.unwrap_or(if scheme == "http" { 80 } else { 443 });
+        Origin {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+            scheme,
+            port,
+        }
+    }
+}
+
+/// What the layer does with one request.
+#[derive(Debug)]
+enum Target {
+    Attach,
+    Skip,
+    Refuse(Error),
+}
+
+impl AuthLayer {
+    /// Attaches tokens from `tokens` to every request (restrict with
+    /// [`allow_origins`](Self::allow_origins)).
+    pub fn new(tokens: TokenCache) -> Self {
+        AuthLayer {
+            tokens,
+            origins: None,
+        }
+    }
+
+    /// Sends the token only to these origins (`https://host[:port]`); other requests go out
+    /// without it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if an entry is not an origin (scheme and host, no path).
+    pub fn allow_origins<I, S>(mut self, origins: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let parsed = origins
+            .into_iter()
+            .map(|o| Origin::parse(o.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.origins = Some(parsed.into());
+        Ok(self)
+    }
+
+    /// Whether the token is restricted to named origins.
+    pub fn is_restricted(&self) -> bool {
+        self.origins.is_some()
+    }
+
+    /// The token cache.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    fn target(&self, scheme: &str, host: &str, port: Option<u16>, has_auth: bool) -> Target {
+        if has_auth {
+            return Target::Skip;
+        }
+        let origin = Origin::new(scheme, host, port);
+        if let Some(allowed) = &self.origins {
+            if !allowed.contains(&origin) {
+                return Target::Skip;
+            }
+        }
+        match origin.scheme.as_str() {
+            "https" => Target::Attach,
+            "http" if is_loopback(&origin.host) => Target::Attach,
+            _ => Target::Refuse(Error::config(format!(
+                "refusing to send a bearer token over {}:// to non-loopback host {}",
+                origin.scheme, origin.host
+            ))),
+        }
+    }
+
+    pub(crate) fn target_of_uri(&self, uri: &http::Uri, headers: &http::HeaderMap) -> TargetKind {
+        let host = uri.host().unwrap_or("");
+        let t = self.target(
+            uri.scheme_str().unwrap_or("http"),
+            host,
+            uri.port_u16(),
+            headers.contains_key(AUTHORIZATION),
+        );
+        TargetKind(t)
+    }
+
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn target_of_url(
+        &self,
+        url: &reqwest::Url,
+        headers: &http::HeaderMap,
+    ) -> TargetKind {
+        TargetKind(self.target(
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port(),
+            headers.contains_key(AUTHORIZATION),
+        ))
+    }
+}
+
+/// The layer's decision for one request (opaque outside the crate).
+#[derive(Debug)]
+pub(crate) struct TargetKind(Target);
+
+impl TargetKind {
+    /// `Ok(true)`: attach; `Ok(false)`: send as is; `Err`: refuse.
+    pub(crate) fn into_result(self) -> Result<bool, Error> {
+        match self.0 {
+            Target::Attach => Ok(true),
+            Target::Skip => Ok(false),
+            Target::Refuse(e) => Err(e),
+        }
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("tokens", &self.tokens)
+            .field("origins", &self.origins)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] produces.
+#[derive(Clone, Debug)]
+pub struct Auth<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+/// Sends `req` with `token`, and on an actionable 401 challenge fetches the right token and
+/// resends once (the slow path, shared by both stacks).
+pub(crate) async fn send_with_challenge<T: Transport>(
+    tokens: &TokenCache,
+    transport: &mut T,
+    req: T::Req,
+    token: AccessToken,
+    first: Option<Result<T::Resp, T::Err>>,
+    to_err: fn(Error) -> T::Err,
+) -> Result<T::Resp, T::Err> {
+    let backup = T::try_clone(&req);
+    let result = match first {
+        Some(r) => r,
+        None => transport.send(req).await,
+    };
+    let Ok(resp) = &result else { return result };
+    let (status, headers, _) = T::head(resp);
+    if status != StatusCode::UNAUTHORIZED {
+        return result;
+    }
+    let Some(found) = challenge(headers) else {
+        return result;
+    };
+    let Some(mut again) = backup else {
+        tracing::warn!("401 challenge, but the request body cannot be copied: not resent");
+        return result;
+    };
+    let fresh = match &found {
+        Challenge::InvalidToken => {
+            tokens.invalidate(&token);
+            tokens.token().await
+        }
+        Challenge::InsufficientClaims(claims) => tokens.token_with_claims(claims).await,
+    };
+    let fresh = match fresh {
+        Ok(t) => t,
+        Err(e) => return Err(to_err(e)),
+    };
+    if matches!(found, Challenge::InvalidToken) && fresh.same_as(&token) {
+        return result;
+    }
+    tracing::info!(challenge = ?ChallengeKind(&found), "401 challenge: resending once with a new token");
+    drop(result);
+    T::req_headers_mut(&mut again).insert(AUTHORIZATION, fresh.header_value().clone());
+    transport.send(again).await
+}
+
+/// Logs the kind of a challenge without its claims.
+struct ChallengeKind<'a>(&'a Challenge);
+
+impl fmt::Debug for ChallengeKind<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Challenge::InvalidToken => "invalid_token",
+            Challenge::InsufficientClaims(_) => "insufficient_claims",
+        })
+    }
+}
+
+/// Gets a token for a request: the cache, waiting out a throttle only within the deadline.
+pub(crate) async fn token_for(
+    tokens: &TokenCache,
+    deadline: Option<Deadline>,
+) -> Result<AccessToken, Error> {
+    match deadline {
+        Some(d) => tokens.token_before(d.0).await,
+        None => tokens.token().await,
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: TryCloneBody + Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        match self
+            .layer
+            .target_of_uri(req.uri(), req.headers())
+            .into_result()
+        {
+            Err(e) => {
+                return ResponseFuture {
+                    state: State::Slow {
+                        fut: Box::pin(async move { Err(Box::new(e) as BoxError) }),
+                    },
+                }
+            }
+            Ok(false) => {
+                return ResponseFuture {
+                    state: State::Pass {
+                        fut: inner.call(req),
+                    },
+                }
+            }
+            Ok(true) => {}
+        }
+        let tokens = self.layer.tokens.clone();
+        if let Some(token) = tokens.cached() {
+            req.headers_mut()
+                .insert(AUTHORIZATION, token.header_value().clone());
+            let backup = try_clone_request(&req);
+            let fut = inner.call(req);
+            return ResponseFuture {
+                state: State::First {
+                    fut,
+                    rest: Some(Rest {
+                        svc: inner,
+                        backup,
+                        token,
+                        tokens,
+                    }),
+                },
+            };
+        }
+        let deadline = req.extensions().get::<Deadline>().copied();
+        let fut = async move {
+            let token = token_for(&tokens, deadline)
+                .await
+                .map_err(|e| Box::new(e) as BoxError)?;
+            req.headers_mut()
+                .insert(AUTHORIZATION, token.header_value().clone());
+            let mut t = TowerTransport::new(inner);
+            send_with_challenge(&tokens, &mut t, req, token, None, |e| {
+                Box::new(e) as BoxError
+            })
+            .await
+        };
+        ResponseFuture {
+            state: State::Slow { fut: Box::pin(fut) },
+        }
+    }
+}
+
+struct Rest<S, B> {
+    svc: S,
+    backup: Option<Request<B>>,
+    token: AccessToken,
+    tokens: TokenCache,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an [`Auth`] call.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future, Rest<S, B>, S::Response>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, R, T> {
+        Pass { #[pin] fut: F },
+        First { #[pin] fut: F, rest: Option<R> },
+        Slow { fut: BoxFuture<'static, Result<T, BoxError>> },
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: TryCloneBody + Send + 'static,
+    RB: Send + 'static,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Pass { fut } => return fut.poll(cx).map_err(Into::into),
+                StateProj::First { fut, rest } => {
+                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    let needs_resend =
+                        matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED);
+                    let Some(rest) = rest.take() else {
+                        return Poll::Ready(Err("ResponseFuture polled after completion".into()));
+                    };
+                    let (Some(backup), true) = (rest.backup, needs_resend) else {
+                        return Poll::Ready(result);
+                    };
+                    let fut = async move {
+                        let mut t = TowerTransport::new(rest.svc);
+                        send_with_challenge(
+                            &rest.tokens,
+                            &mut t,
+                            backup,
+                            rest.token,
+                            Some(result),
+                            |e| Box::new(e) as BoxError,
+                        )
+                        .await
+                    };
+                    this.state.set(State::Slow { fut: Box::pin(fut) });
+                }
+                StateProj::Slow { fut } => return fut.as_mut().poll(cx),
+            }
+        }
+    }
+}
