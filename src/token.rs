@@ -218,10 +218,14 @@ pub(crate) fn parse_token_response(
     let access_token = match raw.access_token {
         Some(Value::String(s)) if !s.is_empty() => s,
         Some(Value::String(_)) => {
-            return Err(Error::invalid_response("access_token in token response is empty"))
+            return Err(Error::invalid_response(
+                "access_token in token response is empty",
+            ))
         }
         None | Some(Value::Null) => {
-            return Err(Error::invalid_response("token response has no access_token"))
+            return Err(Error::invalid_response(
+                "token response has no access_token",
+            ))
         }
         Some(_) => {
             return Err(Error::invalid_response(
@@ -381,6 +385,7 @@ fn app_service_date(s: &str) -> Result<std::time::SystemTime, Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -440,7 +445,10 @@ mod tests {
             format!(r#"{{"access_token":"a","expires_on":"{at}"}}"#),
             format!(r#"{{"access_token":"a","expires_in":null,"expires_on":"{at}"}}"#),
         ] {
-            assert_eq!(parse(&body).unwrap().expires_in(), Duration::from_secs(3600));
+            assert_eq!(
+                parse(&body).unwrap().expires_in(),
+                Duration::from_secs(3600)
+            );
         }
     }
 
@@ -449,11 +457,14 @@ mod tests {
         // now() is 2019-06-20T02:00:00Z
         let r = parse(r#"{"access_token":"a","expires_on":"06/20/2019 02:57:58 +00:00"}"#).unwrap();
         assert_eq!(r.expires_in(), Duration::from_secs(57 * 60 + 58));
-        let r = parse(r#"{"access_token":"a","expires_on":"6/20/2019 2:57:58 AM +00:00"}"#).unwrap();
+        let r =
+            parse(r#"{"access_token":"a","expires_on":"6/20/2019 2:57:58 AM +00:00"}"#).unwrap();
         assert_eq!(r.expires_in(), Duration::from_secs(57 * 60 + 58));
-        let r = parse(r#"{"access_token":"a","expires_on":"6/20/2019 4:00:00 AM +01:00"}"#).unwrap();
+        let r =
+            parse(r#"{"access_token":"a","expires_on":"6/20/2019 4:00:00 AM +01:00"}"#).unwrap();
         assert_eq!(r.expires_in(), Duration::from_secs(3600));
-        let r = parse(r#"{"access_token":"a","expires_on":"6/20/2019 1:00:00 PM +10:00"}"#).unwrap();
+        let r =
+            parse(r#"{"access_token":"a","expires_on":"6/20/2019 1:00:00 PM +10:00"}"#).unwrap();
         assert_eq!(r.expires_in(), Duration::from_secs(3600));
         // the documented example, relative to a clock just before it
         let jan = UNIX_EPOCH + Duration::from_secs(1_579_152_252 - 60); // 2020-01-16T05:24:12Z - 60 s
@@ -482,8 +493,10 @@ mod tests {
             err(r#"{"access_token":"a","expires_on":"06/19/2019 02:57:58 +00:00"}"#)
                 .contains("in the past")
         );
-        assert!(err(r#"{"access_token":"a","expires_on":"13/45/2019 02:57:58 +00:00"}"#)
-            .contains("not a recognised date"));
+        assert!(
+            err(r#"{"access_token":"a","expires_on":"13/45/2019 02:57:58 +00:00"}"#)
+                .contains("not a recognised date")
+        );
         assert!(
             err(r#"{"access_token":"a","expires_on":"06/29/2019 02:57:58 +00:00"}"#)
                 .contains("exceeds 7 days")
@@ -503,12 +516,18 @@ mod tests {
         assert!(err(r#"{"access_token":42,"expires_in":3600}"#).contains("not a string"));
         err(&format!(r#""{TOKEN}""#));
         err(&format!(r#"["{TOKEN}"]"#));
-        err(&format!(r#"{{"access_token":"{TOKEN}","expires_in":"{TOKEN}"}}"#));
-        err(&format!(r#"{{"access_token":"{TOKEN}","token_type":"{TOKEN}","expires_in":1}}"#));
+        err(&format!(
+            r#"{{"access_token":"{TOKEN}","expires_in":"{TOKEN}"}}"#
+        ));
+        err(&format!(
+            r#"{{"access_token":"{TOKEN}","token_type":"{TOKEN}","expires_in":1}}"#
+        ));
         err(&format!(r#"{{"access_token":"{TOKEN}\n","expires_in":1}}"#));
         err(&format!(r#"{{"access_token":"{TOKEN}","expires_in":1"#));
         err(&format!(r#"{{"access_token":"{TOKEN}" "expires_in":1}}"#));
-        err(&format!(r#"{{"access_token":"{TOKEN}","access_token":"{TOKEN}","expires_in":1}}"#));
+        err(&format!(
+            r#"{{"access_token":"{TOKEN}","access_token":"{TOKEN}","expires_in":1}}"#
+        ));
         let ok = parse(&format!(r#"{{"access_token":"{TOKEN}","expires_in":1}}"#)).unwrap();
         assert!(!format!("{ok:?}").contains(TOKEN));
     }
