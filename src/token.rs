@@ -160,6 +160,7 @@ impl fmt::Debug for TokenResponse {
     }
 }
 
+#[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
 /// The longest lifetime a token response may state before it is rejected as absurd (rule T1).
 pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
@@ -176,6 +177,7 @@ struct RawTokenResponse {
     refresh_token: Option<serde_json::Value>,
 }
 
+#[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
 /// Parses a successful token response body (rule T1).
 ///
 /// The lifetime comes from `expires_in` (a JSON number or numeric string; a float such as

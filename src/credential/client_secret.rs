@@ -197,7 +197,8 @@ impl ClientSecretCredentialBuilder {
     }
 
     /// Tries the regional endpoint of `region` (e.g. `westus2`) first, and the global one if
-    /// it fails with a transport error, a timeout or a 5xx, within the same `get_token` call.
+    /// it fails with a transport error, a timeout or a 5xx, within the same `get_token` call
+    /// (so one call may take up to twice the [`timeout`](Self::timeout)).
     pub fn region(mut self, region: impl Into<String>) -> Self {
         self.options.region = Some(region.into());
         self
