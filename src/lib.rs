@@ -52,6 +52,12 @@ pub mod retry;
 mod token;
 
 pub use cache::{CacheStats, TokenCache, TokenCacheBuilder};
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use credential::{
+    authority::AuthorityHost, client_certificate::ClientCertificateCredential,
+    client_secret::ClientSecretCredential,
+};
 pub use credential::{CredentialIdentity, TokenCredential, TokenRequest};
 pub use error::{BoxError, Error, IdentityProviderError};
 pub use layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};

@@ -7,6 +7,18 @@ use futures_util::future::BoxFuture;
 
 use crate::{Error, TokenResponse};
 
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod authority;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod client_certificate;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod client_secret;
+#[cfg(feature = "reqwest")]
+pub(crate) mod http;
+
 /// What the cache asks a credential for: fixed scopes (rule T8) and, after a CAE challenge,
 /// the claims the resource demanded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

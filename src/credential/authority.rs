@@ -1,0 +1,458 @@
+//! Authority hosts (rule C6): the known Entra ID clouds, parsing and validation (rule X2), which
+//! hosts the backup authentication system protects, and regional token endpoints with fallback
+//! to the global one.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+
+use reqwest::Url;
+
+use super::http::check_url;
+use crate::Error;
+
+/// The host that issues tokens, e.g. `https://login.microsoftonline.com`.
+///
+/// Any https host works (and plain http to loopback, for tests and emulators), but only
+/// `login.microsoftonline.com` and `login.microsoftonline.us` are protected by Entra ID's backup
+/// authentication system, which keeps issuing tokens to daemons through an outage of the main
+/// service; [`is_protected_by_backup_auth`](Self::is_protected_by_backup_auth) says which, and
+/// the resilience report flags the others.
+///
+/// ```
+/// use resilient_auth::AuthorityHost;
+///
+/// let host: AuthorityHost = "https://login.microsoftonline.us/".parse()?;
+/// assert_eq!(host, AuthorityHost::AZURE_GOVERNMENT);
+/// assert!(host.is_protected_by_backup_auth());
+/// assert!(!AuthorityHost::AZURE_CHINA.is_protected_by_backup_auth());
+/// assert!("http://login.example.com".parse::<AuthorityHost>().is_err());
+/// # Ok::<(), resilient_auth::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AuthorityHost {
+    /// `scheme://host[:port][/path]`, normalised, without a trailing slash.
+    url: Cow<'static, str>,
+}
+
+impl AuthorityHost {
+    /// Azure public cloud: `https://login.microsoftonline.com` (protected by the backup
+    /// authentication system).
+    pub const AZURE_PUBLIC: AuthorityHost = AuthorityHost {
+        url: Cow::Borrowed("https://login.microsoftonline.com"),
+    };
+
+    /// Azure US Government: `https://login.microsoftonline.us` (protected by the backup
+    /// authentication system).
+    pub const AZURE_GOVERNMENT: AuthorityHost = AuthorityHost {
+        url: Cow::Borrowed("https://login.microsoftonline.us"),
+    };
+
+    /// Azure operated by 21Vianet (China): `https://login.chinacloudapi.cn`.
+    pub const AZURE_CHINA: AuthorityHost = AuthorityHost {
+        url: Cow::Borrowed("https://login.chinacloudapi.cn"),
+    };
+
+    /// Parses an authority host URL such as `https://login.microsoftonline.com` (a trailing
+    /// slash and a path prefix are allowed; a bare host name means https).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unparsable URL, a scheme other than https (plain http is
+    /// accepted for loopback hosts only, rule X2), credentials, a query or a fragment.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let s = s.trim();
+        let with_scheme;
+        let s = if s.contains("://") {
+            s
+        } else {
+            with_scheme = format!("https://{s}");
+            &with_scheme
+        };
+        let url = Url::parse(s)
+            .map_err(|e| Error::config(format!("authority host is not a valid URL: {e}")))?;
+        check_url(&url, "authority host")?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(Error::config(
+                "authority host must not have a query or fragment",
+            ));
+        }
+        let normalised = url.as_str().trim_end_matches('/').to_owned();
+        Ok(AuthorityHost {
+            url: Cow::Owned(normalised),
+        })
+    }
+
+    /// The URL, e.g. `https://login.microsoftonline.com`.
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// The host name (or IP address), e.g. `login.microsoftonline.com`.
+    pub fn host(&self) -> &str {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_ref(), |(_, rest)| rest);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        if authority.starts_with('[') {
+            return authority
+                .split_once(']')
+                .map_or(authority, |(h, _)| &authority[..=h.len()]);
+        }
+        authority.split(':').next().unwrap_or(authority)
+    }
+
+    /// `true` only for `login.microsoftonline.com` and `login.microsoftonline.us` over https:
+    /// the hosts whose tokens Entra ID's backup authentication system keeps issuing during an
+    /// outage.
+    pub fn is_protected_by_backup_auth(&self) -> bool {
+        self.url.starts_with("https://")
+            && matches!(
+                self.host().to_ascii_lowercase().as_str(),
+                "login.microsoftonline.com" | "login.microsoftonline.us"
+            )
+            && !self.url["https://".len()..].contains([':', '/'])
+    }
+
+    /// The v2.0 token endpoint of `tenant`: `{authority}/{tenant}/oauth2/v2.0/token`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `tenant` is not a tenant id or domain name.
+    pub fn token_url(&self, tenant: &str) -> Result<Url, Error> {
+        check_tenant(tenant)?;
+        Url::parse(&format!("{}/{tenant}/oauth2/v2.0/token", self.url))
+            .map_err(|e| Error::config(format!("invalid token URL: {e}")))
+    }
+
+    /// The regional host for `region` (e.g. `westus2`): `{region}.login.microsoft.com` for the
+    /// public cloud, `{region}.{host}` for the others.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a region that is not a lowercase name of letters, digits and `-`,
+    /// or an authority host that is an IP address or has a path.
+    pub fn regional(&self, region: &str) -> Result<AuthorityHost, Error> {
+        let region = region.trim().to_ascii_lowercase();
+        if region.is_empty()
+            || region.len() > 40
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(Error::config(
+                "region must be a name such as westus2 (letters, digits and -)",
+            ));
+        }
+        let host = self.host().to_ascii_lowercase();
+        if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+            return Err(Error::config(
+                "a regional endpoint needs an authority host name, not an IP address",
+            ));
+        }
+        let (scheme, rest) = self.url.split_once("://").unwrap_or(("https", &self.url));
+        if rest.contains('/') {
+            return Err(Error::config(
+                "a regional endpoint needs an authority host without a path",
+            ));
+        }
+        let regional_host = match host.as_str() {
+            "login.microsoftonline.com"
+            | "login.microsoft.com"
+            | "login.windows.net"
+            | "sts.windows.net" => "login.microsoft.com".to_owned(),
+            _ => rest.to_ascii_lowercase(),
+        };
+        AuthorityHost::parse(&format!("{scheme}://{region}.{regional_host}"))
+    }
+}
+
+impl Default for AuthorityHost {
+    /// [`AuthorityHost::AZURE_PUBLIC`].
+    fn default() -> Self {
+        AuthorityHost::AZURE_PUBLIC
+    }
+}
+
+impl FromStr for AuthorityHost {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AuthorityHost::parse(s)
+    }
+}
+
+impl fmt::Display for AuthorityHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl fmt::Debug for AuthorityHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AuthorityHost").field(&self.url).finish()
+    }
+}
+
+/// Tenant ids go into the token URL's path: a GUID or a domain name (letters, digits, `.`, `-`,
+/// `_`).
+pub(crate) fn check_tenant(tenant: &str) -> Result<(), Error> {
+    if tenant.is_empty()
+        || tenant.len() > 256
+        || !tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        || tenant.starts_with('.')
+    {
+        return Err(Error::config(
+            "tenant id must be a GUID or domain name (letters, digits, '.', '-', '_')",
+        ));
+    }
+    Ok(())
+}
+
+/// Where a credential posts its token requests: a global URL and, if a region is configured, a
+/// regional URL tried first.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenEndpoint {
+    pub(crate) global: Url,
+    pub(crate) regional: Option<Url>,
+}
+
+impl TokenEndpoint {
+    /// The endpoint of `tenant` at `authority`, or `custom` (any OAuth 2.0 token URL) instead.
+    pub(crate) fn new(
+        authority: &AuthorityHost,
+        tenant: &str,
+        region: Option<&str>,
+        custom: Option<&str>,
+    ) -> Result<Self, Error> {
+        let global = match custom {
+            Some(url) => {
+                if region.is_some() {
+                    return Err(Error::config(
+                        "a region cannot be combined with a custom token URL",
+                    ));
+                }
+                let url = Url::parse(url.trim())
+                    .map_err(|e| Error::config(format!("token URL is not a valid URL: {e}")))?;
+                check_url(&url, "token URL")?;
+                if url.fragment().is_some() {
+                    return Err(Error::config("token URL must not have a fragment"));
+                }
+                url
+            }
+            None => authority.token_url(tenant)?,
+        };
+        let regional = match region {
+            Some(region) => Some(authority.regional(region)?.token_url(tenant)?),
+            None => None,
+        };
+        Ok(TokenEndpoint { global, regional })
+    }
+
+    /// The origin (`scheme://host[:port]`) the tokens come from, for the credential's identity.
+    pub(crate) fn origin(&self) -> String {
+        self.global.origin().ascii_serialization()
+    }
+
+    /// Runs one attempt against the regional URL if there is one and, if it fails with a
+    /// transport error, a timeout or a 5xx, one against the global URL; otherwise one attempt
+    /// against the global URL.
+    pub(crate) async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(&Url) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        if let Some(regional) = &self.regional {
+            match attempt(regional).await {
+                Err(e) if falls_back(&e) => {
+                    tracing::debug!(error = %e, "regional token endpoint failed, trying the global one");
+                }
+                other => return other,
+            }
+        }
+        attempt(&self.global).await
+    }
+}
+
+fn falls_back(e: &Error) -> bool {
+    match e {
+        Error::Unavailable { .. } | Error::Timeout { .. } => true,
+        Error::IdentityProvider { status, .. } => status.is_server_error(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c6_known_clouds_and_backup_auth_protection() {
+        assert_eq!(AuthorityHost::default(), AuthorityHost::AZURE_PUBLIC);
+        assert_eq!(
+            AuthorityHost::AZURE_PUBLIC.as_str(),
+            "https://login.microsoftonline.com"
+        );
+        assert_eq!(
+            AuthorityHost::AZURE_GOVERNMENT.host(),
+            "login.microsoftonline.us"
+        );
+        assert_eq!(AuthorityHost::AZURE_CHINA.host(), "login.chinacloudapi.cn");
+        assert!(AuthorityHost::AZURE_PUBLIC.is_protected_by_backup_auth());
+        assert!(AuthorityHost::AZURE_GOVERNMENT.is_protected_by_backup_auth());
+        assert!(!AuthorityHost::AZURE_CHINA.is_protected_by_backup_auth());
+        for other in [
+            "https://login.microsoft.com",
+            "https://login.windows.net",
+            "https://westus2.login.microsoft.com",
+            "https://login.microsoftonline.com.evil.example",
+            "https://login.microsoftonline.com:8443",
+            "https://login.microsoftonline.com/proxy",
+            "http://localhost:1234",
+        ] {
+            let h = AuthorityHost::parse(other).unwrap();
+            assert!(!h.is_protected_by_backup_auth(), "{other}");
+        }
+        assert!(AuthorityHost::parse("https://LOGIN.microsoftonline.com/")
+            .unwrap()
+            .is_protected_by_backup_auth());
+    }
+
+    #[test]
+    fn c6_parse_normalises_and_validates_scheme() {
+        let h: AuthorityHost = "https://login.microsoftonline.us/".parse().unwrap();
+        assert_eq!(h, AuthorityHost::AZURE_GOVERNMENT);
+        assert_eq!(
+            AuthorityHost::parse("login.chinacloudapi.cn").unwrap(),
+            AuthorityHost::AZURE_CHINA
+        );
+        let local = AuthorityHost::parse("http://127.0.0.1:8080/base/").unwrap();
+        assert_eq!(local.as_str(), "http://127.0.0.1:8080/base");
+        assert_eq!(local.host(), "127.0.0.1");
+        assert_eq!(
+            AuthorityHost::parse("http://[::1]:9/").unwrap().host(),
+            "[::1]"
+        );
+        for bad in [
+            "http://login.microsoftonline.com",
+            "ftp://login.microsoftonline.com",
+            "https://login.microsoftonline.com/?x=1",
+            "https://u:p@login.microsoftonline.com",
+            "https://",
+            "",
+        ] {
+            assert!(
+                matches!(AuthorityHost::parse(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            AuthorityHost::AZURE_PUBLIC
+                .token_url("contoso.onmicrosoft.com")
+                .unwrap()
+                .as_str(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert!(AuthorityHost::AZURE_PUBLIC.token_url("a/../b").is_err());
+        assert!(AuthorityHost::AZURE_PUBLIC.token_url("").is_err());
+        assert!(AuthorityHost::AZURE_PUBLIC.token_url("a?b").is_err());
+    }
+
+    #[test]
+    fn c6_regional_hosts() {
+        assert_eq!(
+            AuthorityHost::AZURE_PUBLIC
+                .regional("WestUS2")
+                .unwrap()
+                .as_str(),
+            "https://westus2.login.microsoft.com"
+        );
+        assert_eq!(
+            AuthorityHost::AZURE_GOVERNMENT
+                .regional("usgovvirginia")
+                .unwrap()
+                .as_str(),
+            "https://usgovvirginia.login.microsoftonline.us"
+        );
+        assert!(AuthorityHost::AZURE_PUBLIC.regional("west us").is_err());
+        assert!(AuthorityHost::AZURE_PUBLIC.regional("").is_err());
+        assert!(AuthorityHost::parse("http://127.0.0.1:1")
+            .unwrap()
+            .regional("westus")
+            .is_err());
+        let ep =
+            TokenEndpoint::new(&AuthorityHost::AZURE_PUBLIC, "t", Some("westus2"), None).unwrap();
+        assert_eq!(
+            ep.regional.unwrap().as_str(),
+            "https://westus2.login.microsoft.com/t/oauth2/v2.0/token"
+        );
+        assert!(TokenEndpoint::new(
+            &AuthorityHost::AZURE_PUBLIC,
+            "t",
+            Some("westus2"),
+            Some("https://idp.example/token")
+        )
+        .is_err());
+    }
+
+    #[tokio::test]
+    async fn c6_regional_falls_back_to_global_on_5xx_and_transport_errors_only() {
+        let ep = TokenEndpoint {
+            global: Url::parse("https://global.example/t").unwrap(),
+            regional: Some(Url::parse("https://regional.example/t").unwrap()),
+        };
+        let failures: [(Error, bool); 5] = [
+            (
+                Error::Unavailable {
+                    what: "identity provider",
+                    source: None,
+                },
+                true,
+            ),
+            (
+                Error::Timeout {
+                    after: std::time::Duration::from_millis(1),
+                },
+                true,
+            ),
+            (
+                Error::IdentityProvider {
+                    status: http::StatusCode::SERVICE_UNAVAILABLE,
+                    details: Box::default(),
+                },
+                true,
+            ),
+            (
+                Error::IdentityProvider {
+                    status: http::StatusCode::TOO_MANY_REQUESTS,
+                    details: Box::default(),
+                },
+                false,
+            ),
+            (Error::invalid_response("x"), false),
+        ];
+        for (failure, expect_fallback) in failures {
+            let mut failure = Some(failure);
+            let mut calls = Vec::new();
+            let out = ep
+                .call(|url| {
+                    calls.push(url.host_str().unwrap_or_default().to_owned());
+                    let result = match failure.take() {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    };
+                    async move { result }
+                })
+                .await;
+            if expect_fallback {
+                assert!(out.is_ok());
+                assert_eq!(calls, ["regional.example", "global.example"]);
+            } else {
+                assert!(out.is_err());
+                assert_eq!(calls, ["regional.example"]);
+            }
+        }
+    }
+}

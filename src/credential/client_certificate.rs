@@ -1,0 +1,729 @@
+//! [`ClientCertificateCredential`]: the OAuth 2.0 client credentials grant with a certificate,
+//! proven by a signed client assertion (rule C2).
+//!
+//! ```no_run
+//! use resilient_auth::{ClientCertificateCredential, TokenCredential, TokenRequest};
+//!
+//! # async fn run() -> Result<(), resilient_auth::Error> {
+//! // the certificate and its unencrypted RSA private key, in one PEM file
+//! let credential = ClientCertificateCredential::builder_from_file(
+//!     "contoso.onmicrosoft.com",
+//!     "client-id",
+//!     "/etc/app/cert.pem",
+//! )?
+//! .build()?;
+//! let token = credential
+//!     .get_token(&TokenRequest::new(["https://vault.azure.net/.default"]))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use futures_util::future::BoxFuture;
+use reqwest::Url;
+use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+
+use super::authority::{AuthorityHost, TokenEndpoint};
+use super::client_secret::{optional_env, required_env, CommonOptions};
+use super::http::send_token_request;
+use super::{CredentialIdentity, TokenCredential, TokenRequest};
+use crate::{Error, TokenResponse};
+
+const KIND: &str = "client_certificate";
+
+/// How long a client assertion is valid.
+const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
+
+/// A cached assertion is re-signed once less than this much of its life is left.
+const RESIGN_MARGIN: Duration = Duration::from_secs(120);
+
+/// The largest certificate file read by [`ClientCertificateCredential::builder_from_file`].
+const MAX_PEM_FILE: u64 = 1024 * 1024;
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A confidential client that authenticates with a certificate (rule C2).
+///
+/// Each [`get_token`](TokenCredential::get_token) sends one POST to
+/// `{authority}/{tenant}/oauth2/v2.0/token` with `grant_type=client_credentials`, `client_id`,
+/// `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`,
+/// `client_assertion` and `scope` (and `claims` after a CAE challenge).
+///
+/// The client assertion is a JWT signed with the certificate's RSA key: header `alg` `PS256`
+/// (or `RS256`, see [`rs256`](ClientCertificateCredentialBuilder::rs256)), `typ` `JWT` and
+/// `x5t#S256` (the base64url SHA-256 thumbprint of the certificate); claims `aud` = the token
+/// endpoint, `iss` = `sub` = the client id, a random `jti`, `nbf` = `iat` = now and `exp` = now +
+/// 10 minutes. It is cached and re-signed once less than 2 minutes of its life are left.
+///
+/// The key must be an unencrypted RSA key in PKCS#8 (`PRIVATE KEY`) or PKCS#1
+/// (`RSA PRIVATE KEY`) PEM form. Neither the key nor the assertion is ever shown by `Debug`,
+/// `Display`, errors or logs.
+pub struct ClientCertificateCredential {
+    client: reqwest::Client,
+    endpoint: TokenEndpoint,
+    tenant_id: String,
+    client_id: String,
+    timeout: Duration,
+    signer: AssertionSigner,
+}
+
+impl ClientCertificateCredential {
+    /// A builder for the application `client_id` of `tenant_id`. `pem` holds the certificate
+    /// (the first `CERTIFICATE` block is used) and, unless it is given with
+    /// [`private_key_pem`](ClientCertificateCredentialBuilder::private_key_pem), its private key.
+    pub fn builder(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        pem: impl Into<Vec<u8>>,
+    ) -> ClientCertificateCredentialBuilder {
+        ClientCertificateCredentialBuilder {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            certificate_pem: SecretSlice::from(pem.into()),
+            key_pem: None,
+            options: CommonOptions::default(),
+            rs256: false,
+        }
+    }
+
+    /// [`builder`](Self::builder) with the PEM read from `path` (at most 1 MiB).
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the file cannot be read or is larger than 1 MiB.
+    pub fn builder_from_file(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        path: impl AsRef<Path>,
+    ) -> Result<ClientCertificateCredentialBuilder, Error> {
+        Ok(Self::builder(
+            tenant_id,
+            client_id,
+            read_pem_file(path.as_ref())?,
+        ))
+    }
+
+    /// Reads `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_CERTIFICATE_PATH` (a PEM file
+    /// with the certificate and its private key) and (optional) `AZURE_AUTHORITY_HOST`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if a required variable is missing, the file cannot be read or parsed,
+    /// or `AZURE_CLIENT_CERTIFICATE_PASSWORD` is set (encrypted keys and PKCS#12 files are not
+    /// supported).
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_env_with(&|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) over any variable lookup (tests pass a map).
+    pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let tenant = required_env(env, "AZURE_TENANT_ID")?;
+        let client = required_env(env, "AZURE_CLIENT_ID")?;
+        let path = required_env(env, "AZURE_CLIENT_CERTIFICATE_PATH")?;
+        if optional_env(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").is_some() {
+            return Err(Error::config(
+                "AZURE_CLIENT_CERTIFICATE_PASSWORD is set, but encrypted keys and PKCS#12 files \
+                 are not supported: use a PEM file with an unencrypted key",
+            ));
+        }
+        let mut builder = Self::builder_from_file(tenant, client, path)?;
+        if let Some(host) = optional_env(env, "AZURE_AUTHORITY_HOST") {
+            builder = builder.authority_host(AuthorityHost::parse(&host)?);
+        }
+        builder.build()
+    }
+
+    fn request(&self, url: &Url, request: &TokenRequest) -> Result<reqwest::Request, Error> {
+        let assertion = self.signer.assertion(url.as_str())?;
+        let scope = request.scopes.join(" ");
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", &self.client_id),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion.expose_secret()),
+        ];
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        if let Some(claims) = &request.claims {
+            form.push(("claims", claims));
+        }
+        self.client
+            .post(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .form(&form)
+            .build()
+            .map_err(|_| Error::config("could not build the token request"))
+    }
+}
+
+impl TokenCredential for ClientCertificateCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(self.endpoint.call(move |url| {
+            let built = self.request(url, request);
+            async move { send_token_request(&self.client, built?, self.timeout, KIND).await }
+        }))
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        CredentialIdentity::new(KIND, self.endpoint.origin())
+            .with_tenant(&self.tenant_id)
+            .with_client_id(&self.client_id)
+    }
+}
+
+impl fmt::Debug for ClientCertificateCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCertificateCredential")
+            .field("token_url", &self.endpoint.global.as_str())
+            .field(
+                "regional_token_url",
+                &self.endpoint.regional.as_ref().map(Url::as_str),
+            )
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("x5t#S256", &self.signer.x5t_s256)
+            .field("algorithm", &self.signer.algorithm.name())
+            .field("private_key", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for ClientCertificateCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "client certificate credential for client {} (x5t#S256 {}) at {}",
+            self.client_id, self.signer.x5t_s256, self.endpoint.global
+        )
+    }
+}
+
+/// Builds a [`ClientCertificateCredential`]; see [`ClientCertificateCredential::builder`].
+#[must_use]
+pub struct ClientCertificateCredentialBuilder {
+    tenant_id: String,
+    client_id: String,
+    certificate_pem: SecretSlice<u8>,
+    key_pem: Option<SecretSlice<u8>>,
+    options: CommonOptions,
+    rs256: bool,
+}
+
+impl ClientCertificateCredentialBuilder {
+    /// The private key, when it is not in the certificate's PEM: an unencrypted RSA key,
+    /// `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY` (PKCS#1).
+    pub fn private_key_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.key_pem = Some(SecretSlice::from(pem.into()));
+        self
+    }
+
+    /// Signs the client assertion with `RS256` (RSASSA-PKCS1-v1_5) instead of the default
+    /// `PS256` (RSASSA-PSS), for servers that do not accept PSS.
+    pub fn rs256(mut self, rs256: bool) -> Self {
+        self.rs256 = rs256;
+        self
+    }
+
+    /// The authority host (default [`AuthorityHost::AZURE_PUBLIC`]).
+    pub fn authority_host(mut self, host: AuthorityHost) -> Self {
+        self.options.authority = host;
+        self
+    }
+
+    /// Posts to this token URL instead of `{authority}/{tenant}/oauth2/v2.0/token` (it is also
+    /// the assertion's `aud`).
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.options.token_url = Some(url.into());
+        self
+    }
+
+    /// Tries the regional endpoint of `region` (e.g. `westus2`) first, and the global one if
+    /// it fails with a transport error, a timeout or a 5xx, within the same `get_token` call
+    /// (so one call may take up to twice the [`timeout`](Self::timeout)).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.options.region = Some(region.into());
+        self
+    }
+
+    /// The per-attempt timeout of a token request, covering connect, headers and body
+    /// (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// The HTTP client (default: a client that follows no redirects).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.options.client = Some(client);
+        self
+    }
+
+    /// Parses the certificate and key, checks that they belong together, and builds the
+    /// credential.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a PEM without a certificate or an RSA private key, an encrypted or
+    /// non-RSA key, a key that does not match the certificate, or any of the errors of
+    /// [`ClientSecretCredentialBuilder::build`](super::client_secret::ClientSecretCredentialBuilder::build).
+    pub fn build(self) -> Result<ClientCertificateCredential, Error> {
+        let (client, endpoint, timeout) = self.options.resolve(&self.tenant_id, &self.client_id)?;
+        let (certificate_der, key) = parse_pem(
+            self.certificate_pem.expose_secret(),
+            self.key_pem.as_ref().map(ExposeSecret::expose_secret),
+        )?;
+        let algorithm = if self.rs256 {
+            Algorithm::Rs256
+        } else {
+            Algorithm::Ps256
+        };
+        let signer = AssertionSigner::new(
+            key,
+            &certificate_der,
+            algorithm,
+            self.client_id.clone(),
+            SystemTime::now,
+        );
+        // Sign once now, so that a key the signer rejects fails here and not at the first
+        // token request.
+        signer.assertion(endpoint.global.as_str())?;
+        Ok(ClientCertificateCredential {
+            client,
+            endpoint,
+            tenant_id: self.tenant_id,
+            client_id: self.client_id,
+            timeout,
+            signer,
+        })
+    }
+}
+
+impl fmt::Debug for ClientCertificateCredentialBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCertificateCredentialBuilder")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("certificate_pem", &"<redacted>")
+            .field(
+                "private_key_pem",
+                &self.key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .field("options", &self.options)
+            .field("rs256", &self.rs256)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algorithm {
+    Ps256,
+    Rs256,
+}
+
+impl Algorithm {
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::Ps256 => "PS256",
+            Algorithm::Rs256 => "RS256",
+        }
+    }
+
+    fn padding(self) -> &'static dyn aws_lc_rs::signature::RsaEncoding {
+        match self {
+            Algorithm::Ps256 => &aws_lc_rs::signature::RSA_PSS_SHA256,
+            Algorithm::Rs256 => &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        }
+    }
+}
+
+/// Signs client assertions and keeps the last one while it has life left.
+struct AssertionSigner {
+    key: RsaKeyPair,
+    x5t_s256: String,
+    algorithm: Algorithm,
+    client_id: String,
+    now: fn() -> SystemTime,
+    cached: Mutex<Option<CachedAssertion>>,
+}
+
+struct CachedAssertion {
+    aud: String,
+    exp: u64,
+    jwt: SecretString,
+}
+
+#[derive(serde::Serialize)]
+struct Header<'a> {
+    alg: &'static str,
+    typ: &'static str,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    aud: &'a str,
+    iss: &'a str,
+    sub: &'a str,
+    jti: &'a str,
+    nbf: u64,
+    iat: u64,
+    exp: u64,
+}
+
+impl AssertionSigner {
+    fn new(
+        key: RsaKeyPair,
+        certificate_der: &[u8],
+        algorithm: Algorithm,
+        client_id: String,
+        now: fn() -> SystemTime,
+    ) -> Self {
+        let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate_der);
+        AssertionSigner {
+            key,
+            x5t_s256: URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
+            algorithm,
+            client_id,
+            now,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// An assertion for `aud`: the cached one while more than [`RESIGN_MARGIN`] of its life is
+    /// left, else a newly signed one.
+    fn assertion(&self, aud: &str) -> Result<SecretString, Error> {
+        let now = (self.now)()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error::config("the system clock is before 1970"))?
+            .as_secs();
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cached.as_ref() {
+            if c.aud == aud && c.exp.saturating_sub(now) > RESIGN_MARGIN.as_secs() {
+                return Ok(c.jwt.clone());
+            }
+        }
+        let exp = now + ASSERTION_LIFETIME.as_secs();
+        let jwt = self.sign(aud, now, exp)?;
+        *cached = Some(CachedAssertion {
+            aud: aud.to_owned(),
+            exp,
+            jwt: jwt.clone(),
+        });
+        Ok(jwt)
+    }
+
+    fn sign(&self, aud: &str, now: u64, exp: u64) -> Result<SecretString, Error> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::SecureRandom::fill(&rng, &mut jti)
+            .map_err(|_| Error::config("no random numbers for the assertion's jti"))?;
+        let jti: String = jti.iter().map(|b| format!("{b:02x}")).collect();
+        let header = serde_json::to_vec(&Header {
+            alg: self.algorithm.name(),
+            typ: "JWT",
+            x5t_s256: &self.x5t_s256,
+        })
+        .map_err(|_| Error::config("could not encode the assertion header"))?;
+        let claims = serde_json::to_vec(&Claims {
+            aud,
+            iss: &self.client_id,
+            sub: &self.client_id,
+            jti: &jti,
+            nbf: now,
+            iat: now,
+            exp,
+        })
+        .map_err(|_| Error::config("could not encode the assertion claims"))?;
+        let mut jwt = Zeroizing::new(format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        ));
+        let mut signature = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                self.algorithm.padding(),
+                &rng,
+                jwt.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| {
+                Error::config("could not sign the client assertion with the private key")
+            })?;
+        jwt.push('.');
+        jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        Ok(SecretString::from(jwt.as_str()))
+    }
+}
+
+/// The DER of the first certificate, and the RSA key (from `key_pem` if given, else from `pem`).
+fn parse_pem(pem: &[u8], key_pem: Option<&[u8]>) -> Result<(Vec<u8>, RsaKeyPair), Error> {
+    let blocks =
+        ::pem::parse_many(pem).map_err(|_| Error::config("certificate is not valid PEM"))?;
+    let key_blocks = match key_pem {
+        Some(key_pem) => {
+            ::pem::parse_many(key_pem).map_err(|_| Error::config("private key is not valid PEM"))?
+        }
+        None => Vec::new(),
+    };
+    let separate_key = key_pem.is_some();
+    let mut certificate = None;
+    let mut key = None;
+    let all = blocks
+        .into_iter()
+        .map(|b| (false, b))
+        .chain(key_blocks.into_iter().map(|b| (true, b)));
+    for (from_key_pem, block) in all {
+        let tag = block.tag().to_owned();
+        let contents = Zeroizing::new(block.into_contents());
+        if tag == "CERTIFICATE" {
+            if certificate.is_none() && !from_key_pem {
+                certificate = Some(contents.to_vec());
+            }
+        } else if key.is_none() && from_key_pem == separate_key {
+            key = parse_key(&tag, &contents)?;
+        }
+    }
+    let certificate =
+        certificate.ok_or_else(|| Error::config("no CERTIFICATE block in the certificate PEM"))?;
+    let key =
+        key.ok_or_else(|| Error::config("no PRIVATE KEY or RSA PRIVATE KEY block in the PEM"))?;
+    // The key's RSAPublicKey DER is embedded verbatim in the certificate's
+    // SubjectPublicKeyInfo: if it is not there, the key belongs to another certificate.
+    let public = key.public_key().as_ref();
+    if public.is_empty() || !certificate.windows(public.len()).any(|w| w == public) {
+        return Err(Error::config(
+            "the private key does not belong to the certificate",
+        ));
+    }
+    Ok((certificate, key))
+}
+
+/// The RSA key of a PEM block, `None` for a block that is not a private key.
+fn parse_key(tag: &str, der: &[u8]) -> Result<Option<RsaKeyPair>, Error> {
+    match tag {
+        "PRIVATE KEY" => RsaKeyPair::from_pkcs8(der)
+            .map(Some)
+            .map_err(|_| Error::config("the PKCS#8 private key is not a usable RSA key")),
+        "RSA PRIVATE KEY" => RsaKeyPair::from_der(der)
+            .map(Some)
+            .map_err(|_| Error::config("the PKCS#1 private key is not a usable RSA key")),
+        "ENCRYPTED PRIVATE KEY" => Err(Error::config(
+            "encrypted private keys are not supported: decrypt it first \
+             (openssl pkey -in key.pem -out plain.pem)",
+        )),
+        "EC PRIVATE KEY" => Err(Error::config(
+            "only RSA private keys are supported for client assertions",
+        )),
+        _ => Ok(None),
+    }
+}
+
+fn read_pem_file(path: &Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::config(format!(
+            "cannot read the certificate file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let mut pem = Vec::new();
+    file.take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| {
+            Error::config(format!(
+                "cannot read the certificate file {}: {e}",
+                path.display()
+            ))
+        })?;
+    if pem.len() as u64 > MAX_PEM_FILE {
+        return Err(Error::config(format!(
+            "the certificate file {} is larger than 1 MiB",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const CERT: &[u8] = include_bytes!("../../tests/fixtures/cert.pem");
+    const KEY: &[u8] = include_bytes!("../../tests/fixtures/key.pem");
+    const KEY_PKCS1: &[u8] = include_bytes!("../../tests/fixtures/key_pkcs1.pem");
+    const OTHER_KEY: &[u8] = include_bytes!("../../tests/fixtures/other_key.pem");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+    static NOW: AtomicU64 = AtomicU64::new(1_700_000_000);
+
+    fn test_now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW.load(Ordering::SeqCst))
+    }
+
+    fn claims(jwt: &SecretString) -> serde_json::Value {
+        let payload = jwt.expose_secret().split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn c2_assertion_is_cached_and_resigned_near_expiry() {
+        let (der, key) = parse_pem(&[CERT, KEY].concat(), None).unwrap();
+        let signer = AssertionSigner::new(key, &der, Algorithm::Ps256, "cid".into(), test_now);
+        let start = NOW.load(Ordering::SeqCst);
+        let a = signer.assertion("https://idp/token").unwrap();
+        let ca = claims(&a);
+        assert_eq!(ca["iat"], start);
+        assert_eq!(ca["nbf"], start);
+        assert_eq!(ca["exp"], start + 600);
+
+        // 7 min 59 s later: 2 min 1 s of life left, the same assertion is reused
+        NOW.store(start + 479, Ordering::SeqCst);
+        let b = signer.assertion("https://idp/token").unwrap();
+        assert_eq!(a.expose_secret(), b.expose_secret());
+
+        // 8 min later: only 2 min left, re-signed with a new jti and a new lifetime
+        NOW.store(start + 480, Ordering::SeqCst);
+        let c = signer.assertion("https://idp/token").unwrap();
+        let cc = claims(&c);
+        assert_ne!(ca["jti"], cc["jti"]);
+        assert_eq!(cc["iat"], start + 480);
+        assert_eq!(cc["exp"], start + 480 + 600);
+
+        // another audience (the global endpoint after a regional failure) gets its own
+        let d = signer.assertion("https://other/token").unwrap();
+        assert_eq!(claims(&d)["aud"], "https://other/token");
+        assert_ne!(claims(&d)["jti"], cc["jti"]);
+    }
+
+    #[test]
+    fn c2_pem_forms_pkcs8_pkcs1_combined_and_separate() {
+        for (pem, key) in [
+            ([CERT, KEY].concat(), None),
+            ([KEY, CERT].concat(), None),
+            ([CERT, KEY_PKCS1].concat(), None),
+            (CERT.to_vec(), Some(KEY)),
+            (CERT.to_vec(), Some(KEY_PKCS1)),
+            // a separate key wins over one in the certificate PEM
+            ([CERT, OTHER_KEY].concat(), Some(KEY)),
+        ] {
+            let mut b = ClientCertificateCredential::builder("t", "c", pem);
+            if let Some(key) = key {
+                b = b.private_key_pem(key);
+            }
+            b.build().unwrap();
+        }
+    }
+
+    #[test]
+    fn c2_bad_pem_is_a_config_error_without_key_material() {
+        let encrypted = ::pem::encode(&::pem::Pem::new("ENCRYPTED PRIVATE KEY", vec![1, 2, 3]));
+        let ec = ::pem::encode(&::pem::Pem::new("EC PRIVATE KEY", vec![1, 2, 3]));
+        let key_text = String::from_utf8(KEY.to_vec()).unwrap();
+        let key_body = key_text.lines().nth(1).unwrap().to_owned();
+        for (pem, needle) in [
+            (CERT.to_vec(), "no PRIVATE KEY"),
+            (KEY.to_vec(), "no CERTIFICATE"),
+            ([CERT, OTHER_KEY].concat(), "does not belong"),
+            ([CERT, encrypted.as_bytes()].concat(), "encrypted"),
+            ([CERT, ec.as_bytes()].concat(), "only RSA"),
+            (b"not pem".to_vec(), "no CERTIFICATE"),
+            (
+                [
+                    CERT,
+                    b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                ]
+                .concat(),
+                "not a usable RSA key",
+            ),
+            ([&KEY[..KEY.len() - 10], CERT].concat(), "not valid PEM"),
+        ] {
+            let e = ClientCertificateCredential::builder("t", "c", pem)
+                .build()
+                .unwrap_err();
+            assert!(matches!(e, Error::Config(_)), "{e}");
+            let s = format!("{e} {e:?}");
+            assert!(s.contains(needle), "{s}");
+            assert!(!s.contains(&key_body[..20]), "{s}");
+        }
+    }
+
+    #[test]
+    fn c2_from_env_reads_azure_variables() {
+        let env = |pairs: Vec<(&str, String)>| {
+            let map: HashMap<String, String> =
+                pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            move |k: &str| map.get(k).cloned()
+        };
+        let path = format!("{FIXTURES}/cert_and_key.pem");
+        let c = ClientCertificateCredential::from_env_with(&env(vec![
+            ("AZURE_TENANT_ID", "tenant-1".into()),
+            ("AZURE_CLIENT_ID", "client-1".into()),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", path.clone()),
+            (
+                "AZURE_AUTHORITY_HOST",
+                "https://login.chinacloudapi.cn".into(),
+            ),
+        ]))
+        .unwrap();
+        let id = c.identity();
+        assert_eq!(id.kind, "client_certificate");
+        assert_eq!(id.authority, "https://login.chinacloudapi.cn");
+        assert_eq!(id.tenant.as_deref(), Some("tenant-1"));
+        assert_eq!(id.client_id.as_deref(), Some("client-1"));
+
+        let e = ClientCertificateCredential::from_env_with(&env(vec![
+            ("AZURE_TENANT_ID", "tenant-1".into()),
+            ("AZURE_CLIENT_ID", "client-1".into()),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", path.clone()),
+            ("AZURE_CLIENT_CERTIFICATE_PASSWORD", "pw-value".into()),
+        ]))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("pw-value"));
+
+        for (pairs, needle) in [
+            (
+                vec![
+                    ("AZURE_TENANT_ID", "t".to_owned()),
+                    ("AZURE_CLIENT_ID", "c".to_owned()),
+                ],
+                "AZURE_CLIENT_CERTIFICATE_PATH",
+            ),
+            (
+                vec![
+                    ("AZURE_TENANT_ID", "t".to_owned()),
+                    ("AZURE_CLIENT_ID", "c".to_owned()),
+                    (
+                        "AZURE_CLIENT_CERTIFICATE_PATH",
+                        format!("{FIXTURES}/missing.pem"),
+                    ),
+                ],
+                "cannot read",
+            ),
+        ] {
+            let e = ClientCertificateCredential::from_env_with(&env(pairs)).unwrap_err();
+            assert!(
+                matches!(e, Error::Config(_)) && e.to_string().contains(needle),
+                "{e}"
+            );
+        }
+    }
+}
