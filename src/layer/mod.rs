@@ -2,8 +2,8 @@
 //!
 //! # Stacking order
 //!
-//! Outermost first: [`RetryAfterLayer`](super::RetryAfterLayer),
-//! [`ExpBackoffLayer`](super::ExpBackoffLayer), [`AuthLayer`], [`TimeoutLayer`](super::TimeoutLayer).
+//! Outermost first: [`RetryAfterLayer`],
+//! [`ExpBackoffLayer`], [`AuthLayer`], [`TimeoutLayer`].
 //!
 //! - `RetryAfterLayer` outside `ExpBackoffLayer`: a server-directed wait holds the whole origin,
 //!   including the back-off layer's retries; the back-off layer leaves responses with a retry
