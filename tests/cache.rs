@@ -1,0 +1,772 @@
+//! TokenCache and AuthLayer rules under paused time, with a counting fake credential
+//! (rules T1–T8, A1, A2, X1, X2, O2).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt};
+use http::{Request, Response, StatusCode};
+use resilient_auth::{
+    AccessToken, AuthLayer, BoxError, CredentialIdentity, Error, IdentityProviderError, TokenCache,
+    TokenCredential, TokenRequest, TokenResponse,
+};
+use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// What the fake identity provider does on one call.
+#[derive(Clone, Debug)]
+enum Idp {
+    Ok(Duration),
+    OkRefreshIn(Duration, Duration),
+    Fail(Error),
+}
+
+fn unavailable() -> Idp {
+    Idp::Fail(Error::IdentityProvider {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        details: Box::default(),
+    })
+}
+
+fn throttled(secs: u64) -> Idp {
+    let mut d = IdentityProviderError::default();
+    d.error = "throttled".into();
+    d.retry_after = Some(Duration::from_secs(secs));
+    Idp::Fail(Error::IdentityProvider {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        details: Box::new(d),
+    })
+}
+
+#[derive(Clone, Debug, Default)]
+struct Fake {
+    calls: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+    script: Arc<Mutex<VecDeque<Idp>>>,
+    fallback: Arc<Mutex<Option<Idp>>>,
+    latency: Arc<Mutex<Duration>>,
+    slow_claims: Arc<Mutex<Option<Duration>>>,
+    requests: Arc<Mutex<Vec<TokenRequest>>>,
+    call_times: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Fake {
+    fn new(steps: impl IntoIterator<Item = Idp>) -> Self {
+        let f = Fake::default();
+        f.script.lock().unwrap().extend(steps);
+        f
+    }
+    fn always(self, step: Idp) -> Self {
+        *self.fallback.lock().unwrap() = Some(step);
+        self
+    }
+    fn set_always(&self, step: Idp) {
+        self.script.lock().unwrap().clear();
+        *self.fallback.lock().unwrap() = Some(step);
+    }
+    fn latency(self, d: Duration) -> Self {
+        *self.latency.lock().unwrap() = d;
+        self
+    }
+    fn set_latency(&self, d: Duration) {
+        *self.latency.lock().unwrap() = d;
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl TokenCredential for Fake {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.call_times.lock().unwrap().push(Instant::now());
+            self.requests.lock().unwrap().push(request.clone());
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let mut latency = *self.latency.lock().unwrap();
+            if request.claims.is_some() {
+                if let Some(d) = *self.slow_claims.lock().unwrap() {
+                    latency = d;
+                }
+            }
+            tokio::time::sleep(latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let step = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .or_else(|| self.fallback.lock().unwrap().clone())
+                .unwrap_or(Idp::Ok(HOUR));
+            let secret = match &request.claims {
+                Some(_) => format!("claims-token-{n}"),
+                None => format!("token-{n}"),
+            };
+            match step {
+                Idp::Ok(life) => Ok(TokenResponse::new(secret, life)),
+                Idp::OkRefreshIn(life, r) => {
+                    Ok(TokenResponse::new(secret, life).with_refresh_in(r))
+                }
+                Idp::Fail(e) => Err(e),
+            }
+        }
+        .boxed()
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        CredentialIdentity::new("fake", "https://login.microsoftonline.com")
+            .with_tenant("tenant")
+            .with_client_id("client")
+    }
+}
+
+fn cache(fake: &Fake) -> TokenCache {
+    TokenCache::new(fake.clone(), ["https://api.test/.default"])
+}
+
+// ---------- T1/T2 ----------
+
+#[tokio::test(start_paused = true)]
+async fn t1_absurd_or_zero_lifetime_from_a_credential_is_an_error() {
+    for life in [Duration::ZERO, Duration::from_secs(8 * 24 * 3600)] {
+        let fake = Fake::new([Idp::Ok(life)]);
+        let err = cache(&fake).token().await.unwrap_err();
+        assert!(matches!(err, Error::InvalidResponse(_)), "{err:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn t2_refresh_at_half_lifetime_minus_small_jitter() {
+    let fake = Fake::new([]);
+    let t0 = Instant::now();
+    let token = cache(&fake).token().await.unwrap();
+    assert_eq!(token.expires_at(), t0 + HOUR);
+    let r = token.refresh_at() - t0;
+    assert!(
+        r <= Duration::from_secs(1800) && r >= Duration::from_secs(1740),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn t2_server_refresh_in_wins_and_ratio_is_configurable() {
+    let fake = Fake::new([Idp::OkRefreshIn(HOUR, Duration::from_secs(600))]);
+    let t0 = Instant::now();
+    let token = cache(&fake).token().await.unwrap();
+    let r = token.refresh_at() - t0;
+    assert!(
+        r <= Duration::from_secs(600) && r >= Duration::from_secs(540),
+        "{r:?}"
+    );
+
+    let fake = Fake::new([]);
+    let c = TokenCache::builder(fake.clone(), ["s"])
+        .refresh_ratio(0.8)
+        .max_refresh_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    assert_eq!(
+        c.token().await.unwrap().refresh_at() - t0,
+        Duration::from_secs(2880)
+    );
+    assert!(TokenCache::builder(fake.clone(), ["s"])
+        .refresh_ratio(0.0)
+        .build()
+        .is_err());
+    assert!(TokenCache::builder(fake, ["s"])
+        .refresh_ratio(f64::NAN)
+        .build()
+        .is_err());
+}
+
+// ---------- T3 ----------
+
+#[tokio::test(start_paused = true)]
+async fn t3_slow_refresh_never_blocks_1000_callers() {
+    let fake = Fake::new([]);
+    let c = cache(&fake);
+    let first = c.token().await.unwrap();
+    tokio::time::advance(Duration::from_secs(1801)).await;
+    fake.set_latency(Duration::from_secs(10));
+    for _ in 0..1000 {
+        // Ready at once, without awaiting anything: no caller waits for the refresh.
+        let t = c.token().now_or_never().expect("answered at once").unwrap();
+        assert!(t.same_as(&first));
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(fake.calls(), 2, "exactly one background refresh");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::task::yield_now().await;
+    let t = c.token().await.unwrap();
+    assert!(!t.same_as(&first));
+    assert_eq!(t.secret(), "token-2");
+    assert_eq!(fake.calls(), 2);
+}
+
+// ---------- T4 ----------
+
+#[tokio::test(start_paused = true)]
+async fn t4_1000_cold_callers_one_request_same_result() {
+    let fake = Fake::new([]).latency(Duration::from_millis(300));
+    let c = cache(&fake);
+    let calls: Vec<_> = (0..1000)
+        .map(|_| {
+            tokio::spawn({
+                let c = c.clone();
+                async move { c.token().await }
+            })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for call in calls {
+        tokens.push(call.await.unwrap().unwrap());
+    }
+    assert_eq!(fake.calls(), 1);
+    assert!(tokens.iter().all(|t| t.same_as(&tokens[0])));
+    assert_eq!(c.stats().idp_requests, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn t4_cold_callers_share_one_error() {
+    let fake = Fake::new([unavailable()]).latency(Duration::from_millis(300));
+    let c = cache(&fake);
+    let calls: Vec<_> = (0..1000)
+        .map(|_| {
+            tokio::spawn({
+                let c = c.clone();
+                async move { c.token().await }
+            })
+        })
+        .collect();
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, Error::IdentityProvider { status, .. } if status == 503),
+            "{err:?}"
+        );
+    }
+    assert_eq!(fake.calls(), 1);
+}
+
+// ---------- T5 ----------
+
+#[tokio::test(start_paused = true)]
+async fn t5_failed_refresh_serves_old_token_until_expiry_minus_skew_then_typed_error() {
+    let fake = Fake::new([Idp::Ok(Duration::from_secs(600))]).always(unavailable());
+    let c = cache(&fake);
+    let t0 = Instant::now();
+    let old = c.token().await.unwrap();
+    // Past the refresh point (300 s) the identity provider answers only 503.
+    let serve_until = t0 + Duration::from_secs(600 - 30);
+    tokio::time::advance(Duration::from_secs(300)).await;
+    while Instant::now() + Duration::from_secs(1) < serve_until {
+        let t = c.token().now_or_never().expect("never waits").unwrap();
+        assert!(t.same_as(&old));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep_until(serve_until - Duration::from_millis(1)).await;
+    assert!(
+        c.token().await.unwrap().same_as(&old),
+        "served until expires_at - skew"
+    );
+    tokio::time::sleep_until(serve_until).await;
+    let err = c.token().await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    // Retried with back-off (5, 10, 20, 40, 60, 60 … s), one attempt at a time.
+    assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 1);
+    let times = fake.call_times.lock().unwrap().clone();
+    let gaps: Vec<_> = times.windows(2).skip(1).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.len() >= 4, "{gaps:?}");
+    for (gap, floor) in gaps.iter().zip([5u64, 10, 20, 40]) {
+        assert!(*gap >= Duration::from_secs(floor), "{gaps:?}");
+    }
+    assert!(
+        fake.calls() <= 2 + 270 / 5,
+        "no fast retry loop: {}",
+        fake.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn t5_refresh_retry_honours_retry_after() {
+    let fake = Fake::new([Idp::Ok(HOUR), throttled(120)]);
+    let c = cache(&fake);
+    c.token().await.unwrap();
+    tokio::time::advance(Duration::from_secs(1801)).await;
+    c.token().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fake.calls(), 2);
+    tokio::time::sleep(Duration::from_secs(118)).await;
+    assert_eq!(fake.calls(), 2, "nothing sent inside Retry-After");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.calls(), 3);
+    assert_eq!(c.token().await.unwrap().secret(), "token-3");
+}
+
+// ---------- T6 ----------
+
+#[tokio::test(start_paused = true)]
+async fn t6_429_closes_the_gate_and_tokenless_callers_get_throttled_at_once() {
+    let fake = Fake::new([throttled(7)]);
+    let c = cache(&fake);
+    let err = c.token().await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for _ in 0..100 {
+        let err = c.token().now_or_never().expect("at once").unwrap_err();
+        match err {
+            Error::Throttled { retry_after } => assert_eq!(retry_after, Duration::from_secs(5)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(fake.calls(), 1, "no request inside the wait");
+    assert_eq!(c.stats().throttled, 100);
+    // A caller whose deadline allows waiting waits it out.
+    let t = c
+        .token_before(Instant::now() + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(t.secret(), "token-2");
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn t6_other_failures_back_off_at_least_5s() {
+    let fake = Fake::new([unavailable(), unavailable()]);
+    let c = cache(&fake);
+    assert!(c.token().await.is_err());
+    tokio::time::advance(Duration::from_millis(4999)).await;
+    assert!(c.token().await.is_err());
+    assert_eq!(fake.calls(), 1, "never a fast retry");
+    // The floor is 5 s; additive jitter may add up to 20 %.
+    tokio::time::advance(Duration::from_millis(1001)).await;
+    assert!(c.token().await.is_err());
+    assert_eq!(fake.calls(), 2);
+}
+
+// ---------- T7 ----------
+
+#[tokio::test(start_paused = true)]
+async fn t7_slow_key_never_blocks_another() {
+    let fake = Fake::new([]);
+    *fake.slow_claims.lock().unwrap() = Some(Duration::from_secs(30));
+    let c = cache(&fake);
+    let slow = tokio::spawn({
+        let c = c.clone();
+        async move { c.token_with_claims(r#"{"access_token":{}}"#).await }
+    });
+    tokio::task::yield_now().await;
+    let t0 = Instant::now();
+    let fast = c.token().await.unwrap();
+    assert_eq!(
+        Instant::now(),
+        t0,
+        "the default key was not held by the claims key"
+    );
+    assert_eq!(fast.secret(), "token-2");
+    let slow = slow.await.unwrap().unwrap();
+    assert!(slow.secret().starts_with("claims-token"));
+}
+
+// ---------- T8 ----------
+
+#[tokio::test(start_paused = true)]
+async fn t8_scopes_are_fixed_when_the_cache_is_built() {
+    let fake = Fake::new([]);
+    let c = TokenCache::new(fake.clone(), ["https://vault.azure.net/.default"]);
+    c.token().await.unwrap();
+    c.token_with_claims("{}").await.unwrap();
+    let reqs = fake.requests.lock().unwrap().clone();
+    assert!(reqs
+        .iter()
+        .all(|r| &r.scopes[..] == ["https://vault.azure.net/.default".to_string()]));
+    assert_eq!(c.scopes(), ["https://vault.azure.net/.default".to_string()]);
+    assert!(TokenCache::builder(fake.clone(), Vec::<String>::new())
+        .build()
+        .is_err());
+    assert!(matches!(
+        TokenCache::new(fake, Vec::<String>::new()).token().await,
+        Err(Error::Config(_))
+    ));
+}
+
+// ---------- O2, X1 ----------
+
+#[tokio::test(start_paused = true)]
+async fn o2_stats_count_hits_misses_requests_failures() {
+    let fake = Fake::new([unavailable()]);
+    let c = cache(&fake);
+    assert!(c.token().await.is_err());
+    tokio::time::advance(Duration::from_secs(6)).await;
+    c.token().await.unwrap();
+    c.token().await.unwrap();
+    let s = c.stats();
+    assert_eq!(
+        (s.misses, s.hits, s.idp_requests, s.refresh_failures),
+        (2, 1, 2, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn x1_cache_token_and_fetch_logs_never_show_the_token() {
+    let capture = common::Capture::default();
+    let _g = capture.install();
+    let fake = Fake::new([unavailable()]);
+    let c = cache(&fake);
+    let _ = c.token().await;
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let t = c.token().await.unwrap();
+    let texts = [
+        format!("{t:?}"),
+        format!("{c:?}"),
+        format!("{:?}", TokenResponse::new("token-9", HOUR)),
+        capture.text(),
+    ];
+    for text in texts {
+        assert!(
+            !text.contains("token-2") && !text.contains("token-9"),
+            "{text}"
+        );
+    }
+    assert!(capture.text().contains("token fetched"));
+}
+
+// ---------- A1, A2, X2 ----------
+
+/// A fake API: records the Authorization header of each request and answers from a script.
+#[derive(Clone, Default)]
+struct Api {
+    seen: Arc<Mutex<Vec<Option<http::HeaderValue>>>>,
+    script: Arc<Mutex<VecDeque<Response<String>>>>,
+}
+
+impl Api {
+    fn then(self, status: u16, www_authenticate: Option<&str>) -> Self {
+        let mut r = Response::new(String::new());
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        if let Some(v) = www_authenticate {
+            r.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, v.parse().unwrap());
+        }
+        self.script.lock().unwrap().push_back(r);
+        self
+    }
+    fn service(
+        &self,
+    ) -> impl tower::Service<
+        Request<String>,
+        Response = Response<String>,
+        Error = BoxError,
+        Future = impl Send,
+    > + Clone
+           + Send
+           + 'static {
+        let me = self.clone();
+        tower::service_fn(move |req: Request<String>| {
+            let me = me.clone();
+            async move {
+                me.seen
+                    .lock()
+                    .unwrap()
+                    .push(req.headers().get(http::header::AUTHORIZATION).cloned());
+                Ok::<_, BoxError>(
+                    me.script
+                        .lock()
+                        .unwrap()
+                        .pop_front()
+                        .unwrap_or_else(|| Response::new(String::new())),
+                )
+            }
+        })
+    }
+    fn seen(&self) -> Vec<Option<String>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_ref().map(|v| v.to_str().unwrap().to_string()))
+            .collect()
+    }
+}
+
+fn get(uri: &str) -> Request<String> {
+    Request::get(uri).body(String::new()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a1_attaches_a_sensitive_bearer_header_built_once_per_token() {
+    let fake = Fake::new([]);
+    let api = Api::default();
+    let layer = AuthLayer::new(cache(&fake));
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(api.service());
+    svc.clone()
+        .oneshot(get("https://api.test/a"))
+        .await
+        .unwrap();
+    svc.oneshot(get("https://api.test/b")).await.unwrap();
+    assert_eq!(api.seen(), vec![Some("Bearer token-1".into()); 2]);
+    let header = api.seen.lock().unwrap()[0].clone().unwrap();
+    assert!(header.is_sensitive());
+    let token: AccessToken = layer.tokens().token().await.unwrap();
+    assert!(token.header_value().is_sensitive());
+    assert_eq!(fake.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a1_existing_authorization_is_left_alone_and_origins_restrict_the_token() {
+    let fake = Fake::new([]);
+    let api = Api::default();
+    let layer = AuthLayer::new(cache(&fake))
+        .allow_origins(["https://api.test", "http://127.0.0.1:8080"])
+        .unwrap();
+    assert!(layer.is_restricted());
+    let svc = ServiceBuilder::new().layer(layer).service(api.service());
+    let mut own = get("https://api.test/a");
+    own.headers_mut()
+        .insert(http::header::AUTHORIZATION, "Basic abc".parse().unwrap());
+    svc.clone().oneshot(own).await.unwrap();
+    svc.clone()
+        .oneshot(get("https://elsewhere.test/a"))
+        .await
+        .unwrap();
+    svc.clone()
+        .oneshot(get("https://API.test:443/b"))
+        .await
+        .unwrap();
+    svc.clone()
+        .oneshot(get("http://127.0.0.1:8080/c"))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.seen(),
+        vec![
+            Some("Basic abc".into()),
+            None,
+            Some("Bearer token-1".into()),
+            Some("Bearer token-1".into())
+        ]
+    );
+    assert!(AuthLayer::new(cache(&fake))
+        .allow_origins(["not an origin"])
+        .is_err());
+    assert!(AuthLayer::new(cache(&fake))
+        .allow_origins(["https://api.test/path"])
+        .is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn x2_token_never_sent_over_plain_http_except_to_loopback() {
+    let fake = Fake::new([]);
+    let api = Api::default();
+    let svc = ServiceBuilder::new()
+        .layer(AuthLayer::new(cache(&fake)))
+        .service(api.service());
+    let err = svc
+        .clone()
+        .oneshot(get("http://api.test/a"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.downcast_ref::<Error>(), Some(Error::Config(_))),
+        "{err}"
+    );
+    for ok in [
+        "http://localhost:1/a",
+        "http://127.0.0.1/a",
+        "http://[::1]:80/a",
+    ] {
+        svc.clone().oneshot(get(ok)).await.unwrap();
+    }
+    assert_eq!(api.seen(), vec![Some("Bearer token-1".into()); 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a2_invalid_token_refetches_and_resends_once() {
+    let fake = Fake::new([]);
+    let api = Api::default().then(
+        401,
+        Some(r#"Bearer error="invalid_token", error_description="revoked""#),
+    );
+    let svc = ServiceBuilder::new()
+        .layer(AuthLayer::new(cache(&fake)))
+        .service(api.service());
+    let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        api.seen(),
+        vec![Some("Bearer token-1".into()), Some("Bearer token-2".into())]
+    );
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a2_never_loops() {
+    let fake = Fake::new([]);
+    let challenge = Some(r#"Bearer error="invalid_token""#);
+    let api = Api::default()
+        .then(401, challenge)
+        .then(401, challenge)
+        .then(401, challenge);
+    let svc = ServiceBuilder::new()
+        .layer(AuthLayer::new(cache(&fake)))
+        .service(api.service());
+    let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(api.seen().len(), 2, "one resend, never more");
+    // A 401 without an actionable challenge is returned as it is.
+    let api = Api::default().then(401, Some(r#"Bearer realm="x""#));
+    let svc = ServiceBuilder::new()
+        .layer(AuthLayer::new(cache(&fake)))
+        .service(api.service());
+    assert_eq!(
+        svc.oneshot(get("https://api.test/a"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(api.seen().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a2_cae_insufficient_claims_fetches_token_with_claims() {
+    use base64::Engine;
+    let claims = r#"{"access_token":{"nbf":{"essential":true,"value":"1597094022"}}}"#;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
+    let fake = Fake::new([]);
+    let api = Api::default().then(
+        401,
+        Some(&format!(
+            r#"Bearer realm="", error="insufficient_claims", claims="{b64}""#
+        )),
+    );
+    let svc = ServiceBuilder::new()
+        .layer(AuthLayer::new(cache(&fake)))
+        .service(api.service());
+    assert_eq!(
+        svc.oneshot(get("https://api.test/a"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        api.seen(),
+        vec![
+            Some("Bearer token-1".into()),
+            Some("Bearer claims-token-2".into())
+        ]
+    );
+    let reqs = fake.requests.lock().unwrap().clone();
+    assert_eq!(reqs[1].claims.as_deref(), Some(claims));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a2_stream_body_not_resent() {
+    use http_body_util::combinators::BoxBody;
+    type Body = BoxBody<bytes::Bytes, std::convert::Infallible>;
+    let fake = Fake::new([]);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(AuthLayer::new(cache(&fake)))
+        .service(tower::service_fn({
+            let seen = seen.clone();
+            move |_req: Request<Body>| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let mut r = Response::new(String::new());
+                    *r.status_mut() = StatusCode::UNAUTHORIZED;
+                    r.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        r#"Bearer error="invalid_token""#.parse().unwrap(),
+                    );
+                    Ok::<_, BoxError>(r)
+                }
+            }
+        }));
+    let body: Body = BoxBody::new(http_body_util::Full::new(bytes::Bytes::from_static(b"x")));
+    let resp = svc
+        .oneshot(Request::post("https://api.test/a").body(body).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a1_throttled_cache_fails_fast_through_the_layer() {
+    let fake = Fake::new([throttled(30)]);
+    let api = Api::default();
+    let svc = ServiceBuilder::new()
+        .layer(AuthLayer::new(cache(&fake)))
+        .service(api.service());
+    assert!(svc
+        .clone()
+        .oneshot(get("https://api.test/a"))
+        .await
+        .is_err());
+    let t0 = Instant::now();
+    let err = svc.oneshot(get("https://api.test/a")).await.unwrap_err();
+    assert_eq!(Instant::now(), t0);
+    assert!(
+        matches!(err.downcast_ref::<Error>(), Some(Error::Throttled { .. })),
+        "{err}"
+    );
+    assert!(api.seen().is_empty());
+}
+
+/// Issue #3: a 60 s identity-provider outage while a token is cached fails no API call
+/// (tower stack, all four layers, paused time).
+#[tokio::test(start_paused = true)]
+async fn t5_sixty_second_outage_at_refresh_time_fails_no_api_call() {
+    use resilient_auth::{ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
+    let fake = Fake::new([]);
+    let api = Api::default();
+    let tokens = cache(&fake);
+    let svc = ServiceBuilder::new()
+        .layer(RetryAfterLayer::default())
+        .layer(ExpBackoffLayer::default())
+        .layer(AuthLayer::new(tokens.clone()))
+        .layer(TimeoutLayer::new(Duration::from_secs(10)))
+        .service(api.service());
+    let t0 = Instant::now();
+    let mut failed = 0;
+    let mut ok = 0;
+    // Outage from 29 min to 31 min covers the refresh point (~30 min).
+    while Instant::now() < t0 + Duration::from_secs(2400) {
+        let at = Instant::now() - t0;
+        if at >= Duration::from_secs(29 * 60) && at < Duration::from_secs(31 * 60) {
+            fake.set_always(unavailable());
+        } else {
+            fake.set_always(Idp::Ok(HOUR));
+        }
+        match svc.clone().oneshot(get("https://api.test/a")).await {
+            Ok(r) if r.status() == 200 => ok += 1,
+            _ => failed += 1,
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(failed, 0);
+    assert!(ok >= 2399);
+    let s = tokens.stats();
+    assert!(s.refresh_failures >= 2, "the outage was hit: {s:?}");
+    assert!(
+        api.seen().last().unwrap().as_deref() != Some("Bearer token-1"),
+        "refreshed after the outage"
+    );
+}
