@@ -307,3 +307,112 @@ async fn e2e_tower_stack_hyper_util_connect_error_backs_off() {
         "connection refused is classified and retried"
     );
 }
+
+/// Issue #3: all four layers on reqwest-middleware, wiremock as identity provider and API, an
+/// identity-provider outage while a token is cached (compressed time: a 6 s token, a 2 s outage
+/// over its refresh point): no API call fails.
+#[tokio::test]
+async fn e2e_t5_identity_provider_outage_while_token_cached_fails_no_api_call() {
+    use resilient_auth::{AuthLayer, ClientSecretCredential, TokenCache};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct Issue(Arc<AtomicUsize>, Arc<std::sync::atomic::AtomicBool>);
+    impl wiremock::Respond for Issue {
+        fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+            if self.1.load(Ordering::SeqCst) {
+                return ResponseTemplate::new(503);
+            }
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "token_type": "Bearer",
+                "expires_in": "6",
+                "ext_expires_in": "6",
+                "access_token": format!("tok-{n}"),
+            }))
+        }
+    }
+    struct Api;
+    impl wiremock::Respond for Api {
+        fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+            let auth = req
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if auth.starts_with("Bearer tok-") {
+                ResponseTemplate::new(200).set_body_string(auth.to_string())
+            } else {
+                ResponseTemplate::new(401)
+            }
+        }
+    }
+
+    let idp = MockServer::start().await;
+    let api = MockServer::start().await;
+    let issued = Arc::new(AtomicUsize::new(0));
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    Mock::given(method("POST"))
+        .and(path("/tenant/oauth2/v2.0/token"))
+        .respond_with(Issue(issued.clone(), down.clone()))
+        .mount(&idp)
+        .await;
+    Mock::given(path("/data"))
+        .respond_with(Api)
+        .mount(&api)
+        .await;
+
+    let credential = ClientSecretCredential::builder("tenant", "client", "s3cret")
+        .token_url(format!("{}/tenant/oauth2/v2.0/token", idp.uri()))
+        .build()
+        .unwrap();
+    let tokens = TokenCache::builder(credential, ["api://test/.default"])
+        .skew(Duration::from_millis(200))
+        .backoff(
+            Backoff::builder()
+                .initial(Duration::from_millis(100))
+                .max(Duration::from_millis(400))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(RetryAfterLayer::default())
+        .with(fast_backoff())
+        .with(AuthLayer::new(tokens.clone()))
+        .with(TimeoutLayer::new(Duration::from_secs(2)))
+        .build();
+
+    let t0 = Instant::now();
+    let (mut ok, mut failed) = (0, 0);
+    let mut bodies = Vec::new();
+    while t0.elapsed() < Duration::from_millis(6500) {
+        let at = t0.elapsed();
+        down.store(
+            at >= Duration::from_millis(2500) && at < Duration::from_millis(4500),
+            Ordering::SeqCst,
+        );
+        match client.get(format!("{}/data", api.uri())).send().await {
+            Ok(r) if r.status() == 200 => {
+                ok += 1;
+                bodies.push(r.text().await.unwrap());
+            }
+            _ => failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = tokens.stats();
+    println!("outage e2e: {ok} ok, {failed} failed, {stats:?}");
+    assert_eq!(failed, 0);
+    assert!(
+        stats.refresh_failures >= 1,
+        "the outage hit a refresh: {stats:?}"
+    );
+    assert_eq!(bodies.first().map(String::as_str), Some("Bearer tok-1"));
+    assert_eq!(
+        bodies.last().map(String::as_str),
+        Some("Bearer tok-2"),
+        "refreshed after the outage"
+    );
+}
