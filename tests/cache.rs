@@ -392,7 +392,7 @@ async fn t8_scopes_are_fixed_when_the_cache_is_built() {
     let reqs = fake.requests.lock().unwrap().clone();
     assert!(reqs
         .iter()
-        .all(|r| &r.scopes[..] == ["https://vault.azure.net/.default".to_string()]));
+        .all(|r| r.scopes[..] == ["https://vault.azure.net/.default".to_string()]));
     assert_eq!(c.scopes(), ["https://vault.azure.net/.default".to_string()]);
     assert!(TokenCache::builder(fake.clone(), Vec::<String>::new())
         .build()
