@@ -51,6 +51,7 @@ mod reqwest;
 pub mod retry;
 mod token;
 
+pub use cache::store::{MemoryStore, StoreLock, StoredToken, TokenStore};
 pub use cache::{CacheStats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

@@ -19,11 +19,15 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
+
+pub(crate) mod store;
+
+use store::{stable_hash, unix_ms, StoreLock, StoredToken, TokenStore};
 
 use crate::retry::throttle::ThrottleGate;
 use crate::retry::Backoff;
@@ -59,6 +63,31 @@ struct Inner {
     claims_entries: Mutex<HashMap<Arc<str>, Arc<Entry>>>,
     gate: ThrottleGate,
     counters: Counters,
+    store: Option<Arc<dyn TokenStore>>,
+    clock: WallClock,
+}
+
+/// Wall-clock time derived from the monotonic clock: the wall time when the cache was built
+/// plus monotonic time since. Stored entries need wall time (other processes read them); deriving
+/// it this way keeps it consistent with the cache's `Instant`s (and with paused-time tests), and
+/// a wall-clock step during the run cannot make a token look fresher or older than it is.
+#[derive(Debug)]
+struct WallClock {
+    wall: u64,
+    mono: Instant,
+}
+
+impl WallClock {
+    fn new() -> Self {
+        WallClock {
+            wall: unix_ms(SystemTime::now()),
+            mono: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.wall.saturating_add(ms(self.mono.elapsed()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +96,9 @@ struct Config {
     refresh_ratio: f64,
     max_jitter: Duration,
     backoff: Backoff,
+    store_timeout: Duration,
+    store_lock_ttl: Duration,
+    store_peer_wait: Duration,
 }
 
 impl Default for Config {
@@ -76,6 +108,9 @@ impl Default for Config {
             refresh_ratio: 0.5,
             max_jitter: Duration::from_secs(60),
             backoff: Backoff::default(),
+            store_timeout: Duration::from_millis(250),
+            store_lock_ttl: Duration::from_secs(30),
+            store_peer_wait: Duration::from_secs(3),
         }
     }
 }
@@ -85,6 +120,7 @@ type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, Error>>>;
 struct Entry {
     claims: Option<Arc<str>>,
     gate_key: u64,
+    store_key: String,
     current: ArcSwapOption<Cached>,
     refreshing: AtomicBool,
     inflight: Mutex<Option<SharedFetch>>,
@@ -98,13 +134,18 @@ struct Cached {
 }
 
 impl Entry {
-    fn new(claims: Option<Arc<str>>, base_key: u64) -> Self {
+    fn new(claims: Option<Arc<str>>, base_key: u64, base_store_key: &str) -> Self {
         let mut h = std::hash::DefaultHasher::new();
         base_key.hash(&mut h);
         claims.hash(&mut h);
+        let store_key = match &claims {
+            Some(c) => format!("{base_store_key}:claims-{:016x}", stable_hash(c.as_bytes())),
+            None => base_store_key.to_string(),
+        };
         Entry {
             claims,
             gate_key: h.finish(),
+            store_key,
             current: ArcSwapOption::empty(),
             refreshing: AtomicBool::new(false),
             inflight: Mutex::new(None),
@@ -134,6 +175,12 @@ struct Counters {
     refreshes: AtomicU64,
     refresh_failures: AtomicU64,
     throttled: AtomicU64,
+    store_hits: AtomicU64,
+    store_errors: AtomicU64,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn bump(c: &AtomicU64) {
@@ -160,6 +207,10 @@ pub struct CacheStats {
     pub refresh_failures: u64,
     /// Calls answered with an error because the key was held (throttled or backing off).
     pub throttled: u64,
+    /// Tokens taken from the second-level store instead of the identity provider.
+    pub store_hits: u64,
+    /// Store operations that failed or timed out (the cache carried on without the store).
+    pub store_errors: u64,
 }
 
 impl TokenCache {
@@ -176,6 +227,7 @@ impl TokenCache {
             Arc::new(credential),
             scopes.into_iter().map(Into::into).collect(),
             Config::default(),
+            None,
         )
     }
 
@@ -190,6 +242,7 @@ impl TokenCache {
             credential: Arc::new(credential),
             scopes: scopes.into_iter().map(Into::into).collect(),
             config: Config::default(),
+            store: None,
         }
     }
 
@@ -197,22 +250,33 @@ impl TokenCache {
         credential: Arc<dyn TokenCredential>,
         scopes: Arc<[String]>,
         config: Config,
+        store: Option<Arc<dyn TokenStore>>,
     ) -> Self {
         let identity = credential.identity();
         let mut h = std::hash::DefaultHasher::new();
         identity.hash(&mut h);
         scopes.hash(&mut h);
         let base_key = h.finish();
+        let store_key = format!(
+            "resilient-auth:v1:{}:{}:{}:{}:{}",
+            identity.kind,
+            identity.authority,
+            identity.tenant.as_deref().unwrap_or("-"),
+            identity.client_id.as_deref().unwrap_or("-"),
+            scopes.join(" ")
+        );
         TokenCache {
             inner: Arc::new(Inner {
                 credential,
                 identity,
                 scopes,
                 config,
-                default_entry: Arc::new(Entry::new(None, base_key)),
+                default_entry: Arc::new(Entry::new(None, base_key, &store_key)),
                 claims_entries: Mutex::new(HashMap::new()),
                 gate: ThrottleGate::default(),
                 counters: Counters::default(),
+                store,
+                clock: WallClock::new(),
             }),
         }
     }
@@ -289,6 +353,8 @@ impl TokenCache {
             refreshes: get(&c.refreshes),
             refresh_failures: get(&c.refresh_failures),
             throttled: get(&c.throttled),
+            store_hits: get(&c.store_hits),
+            store_errors: get(&c.store_errors),
         }
     }
 
@@ -313,7 +379,11 @@ impl TokenCache {
         }
         let base = self.inner.default_entry.gate_key;
         let claims: Arc<str> = Arc::from(claims);
-        let entry = Arc::new(Entry::new(Some(claims.clone()), base));
+        let entry = Arc::new(Entry::new(
+            Some(claims.clone()),
+            base,
+            &self.inner.default_entry.store_key,
+        ));
         map.insert(claims, entry.clone());
         entry
     }
@@ -370,7 +440,7 @@ impl TokenCache {
                 None => {
                     let this = self.clone();
                     let e = entry.clone();
-                    let handle = tokio::spawn(async move { this.fetch(&e).await });
+                    let handle = tokio::spawn(async move { this.fetch(&e, accept).await });
                     let f = async move {
                         handle.await.unwrap_or_else(|join| {
                             Err(Error::unavailable("token fetch task", join))
@@ -386,8 +456,23 @@ impl TokenCache {
         fut.await
     }
 
-    /// One request to the identity provider; stores the token or sets the gate.
-    async fn fetch(&self, entry: &Entry) -> Result<AccessToken, Error> {
+    /// Gets a token for the entry: from the store (if any), else with one request to the
+    /// identity provider; clears the entry's in-flight slot.
+    async fn fetch(
+        &self,
+        entry: &Entry,
+        accept: fn(&Entry, Instant) -> Option<AccessToken>,
+    ) -> Result<AccessToken, Error> {
+        let result = match &self.inner.store {
+            Some(store) => self.fetch_via_store(store.as_ref(), entry, accept).await,
+            None => self.fetch_from_idp(entry).await.map(|(t, _)| t),
+        };
+        *lock(&entry.inflight) = None;
+        result
+    }
+
+    /// One request to the identity provider; stores the token in memory or sets the gate.
+    async fn fetch_from_idp(&self, entry: &Entry) -> Result<(AccessToken, StoredToken), Error> {
         let inner = &self.inner;
         let mut request = TokenRequest::new(inner.scopes.iter().cloned());
         request.claims = entry.claims.clone();
@@ -398,12 +483,10 @@ impl TokenCache {
             .get_token(&request)
             .await
             .and_then(|resp| self.make_token(resp, start));
-        match &result {
-            Ok((token, usable_until)) => {
-                entry.current.store(Some(Arc::new(Cached {
-                    token: token.clone(),
-                    usable_until: *usable_until,
-                })));
+        match result {
+            Ok((cached, stored)) => {
+                let token = cached.token.clone();
+                entry.current.store(Some(Arc::new(cached)));
                 entry.failures.store(0, Ordering::Relaxed);
                 *lock(&entry.last_error) = None;
                 tracing::info!(
@@ -419,11 +502,160 @@ impl TokenCache {
                     claims = entry.claims.is_some(),
                     "token fetched"
                 );
+                Ok((token, stored))
             }
-            Err(e) => self.on_failure(entry, e),
+            Err(e) => {
+                self.on_failure(entry, &e);
+                Err(e)
+            }
         }
-        *lock(&entry.inflight) = None;
-        result.map(|(t, _)| t)
+    }
+
+    /// The store-backed fetch: the store's entry if it will do; else take the store lock and
+    /// fetch (one process fetches, the others wait briefly for its entry); a store that fails
+    /// or is slow never fails the call — the cache falls back to fetching directly (S3).
+    async fn fetch_via_store(
+        &self,
+        store: &dyn TokenStore,
+        entry: &Entry,
+        accept: fn(&Entry, Instant) -> Option<AccessToken>,
+    ) -> Result<AccessToken, Error> {
+        let cfg = &self.inner.config;
+        let key = entry.store_key.as_str();
+        if let Some(t) = self.load_from_store(store, entry, accept).await {
+            return Ok(t);
+        }
+        match self
+            .store_op("lock", store.lock(key, cfg.store_lock_ttl))
+            .await
+        {
+            Some(Some(held)) => {
+                let result = match self.load_from_store(store, entry, accept).await {
+                    Some(t) => Ok(t),
+                    None => self.fetch_and_save(store, entry).await,
+                };
+                self.release(store, &held).await;
+                result
+            }
+            Some(None) => {
+                // Another process is fetching: wait briefly for its entry.
+                let until = Instant::now() + cfg.store_peer_wait;
+                while Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Some(t) = self.load_from_store(store, entry, accept).await {
+                        return Ok(t);
+                    }
+                }
+                tracing::warn!(
+                    key,
+                    "store lock holder produced no token in time; fetching directly"
+                );
+                self.fetch_and_save(store, entry).await
+            }
+            None => self.fetch_and_save(store, entry).await,
+        }
+    }
+
+    async fn fetch_and_save(
+        &self,
+        store: &dyn TokenStore,
+        entry: &Entry,
+    ) -> Result<AccessToken, Error> {
+        let (token, stored) = self.fetch_from_idp(entry).await?;
+        self.store_op("save", store.save(&entry.store_key, &stored))
+            .await;
+        Ok(token)
+    }
+
+    async fn release(&self, store: &dyn TokenStore, held: &StoreLock) {
+        self.store_op("unlock", store.unlock(held)).await;
+    }
+
+    /// The store's entry as a cached token, if it is readable and `accept` takes it.
+    async fn load_from_store(
+        &self,
+        store: &dyn TokenStore,
+        entry: &Entry,
+        accept: fn(&Entry, Instant) -> Option<AccessToken>,
+    ) -> Option<AccessToken> {
+        let stored = self
+            .store_op("load", store.load(&entry.store_key))
+            .await??;
+        let cached = match self.cached_from_stored(&stored) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "unusable store entry ignored");
+                return None;
+            }
+        };
+        let now = Instant::now();
+        if now >= cached.usable_until {
+            return None;
+        }
+        let previous = entry.current.swap(Some(Arc::new(cached)));
+        match accept(entry, now) {
+            Some(t) => {
+                bump(&self.inner.counters.store_hits);
+                tracing::debug!(
+                    source = self.inner.identity.kind,
+                    "token taken from the store"
+                );
+                Some(t)
+            }
+            None => {
+                entry.current.store(previous);
+                None
+            }
+        }
+    }
+
+    /// Runs one store operation with the store timeout; `None` (logged, counted) if it failed.
+    async fn store_op<T>(
+        &self,
+        what: &'static str,
+        op: BoxFuture<'_, Result<T, Error>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(self.inner.config.store_timeout, op).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                bump(&self.inner.counters.store_errors);
+                tracing::warn!(op = what, error = %e, "token store failed; carrying on without it");
+                None
+            }
+            Err(_) => {
+                bump(&self.inner.counters.store_errors);
+                tracing::warn!(
+                    op = what,
+                    timeout_ms = self.inner.config.store_timeout.as_millis() as u64,
+                    "token store timed out; carrying on without it"
+                );
+                None
+            }
+        }
+    }
+
+    /// A stored token as a cached one (wall clock to monotonic clock).
+    fn cached_from_stored(&self, stored: &StoredToken) -> Result<Cached, Error> {
+        let now_ms = self.inner.clock.now_ms();
+        let now = Instant::now();
+        let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(now_ms));
+        let lifetime =
+            Duration::from_millis(stored.expires_on_ms.saturating_sub(stored.issued_on_ms));
+        if lifetime.is_zero() || lifetime > MAX_LIFETIME {
+            return Err(Error::invalid_response(
+                "stored token has an absurd lifetime",
+            ));
+        }
+        let expires_at = at(stored.expires_on_ms);
+        let token = AccessToken::new(
+            stored.access_token.clone(),
+            expires_at,
+            at(stored.refresh_on_ms),
+        )?;
+        Ok(Cached {
+            token,
+            usable_until: expires_at - self.inner.config.skew.min(lifetime / 4),
+        })
     }
 
     fn on_failure(&self, entry: &Entry, error: &Error) {
@@ -449,7 +681,7 @@ impl TokenCache {
         &self,
         resp: TokenResponse,
         start: Instant,
-    ) -> Result<(AccessToken, Instant), Error> {
+    ) -> Result<(Cached, StoredToken), Error> {
         let lifetime = resp.expires_in;
         if lifetime.is_zero() || lifetime > MAX_LIFETIME {
             return Err(Error::invalid_response(format!(
@@ -464,10 +696,28 @@ impl TokenCache {
         };
         let jitter_cap = cfg.max_jitter.min(lifetime / 20);
         let jitter = jitter_cap.mul_f64(fastrand::f64());
-        let refresh_at = start + refresh_after.saturating_sub(jitter);
+        let refresh_after = refresh_after.saturating_sub(jitter);
         let usable_until = expires_at - cfg.skew.min(lifetime / 4);
-        let token = AccessToken::new(resp.access_token, expires_at, refresh_at)?;
-        Ok((token, usable_until))
+        let issued_ms = self
+            .inner
+            .clock
+            .now_ms()
+            .saturating_sub(ms(start.elapsed()));
+        let stored = StoredToken {
+            access_token: resp.access_token.clone(),
+            issued_on_ms: issued_ms,
+            refresh_on_ms: issued_ms.saturating_add(ms(refresh_after)),
+            expires_on_ms: issued_ms.saturating_add(ms(lifetime)),
+            refresh_token: resp.refresh_token.clone(),
+        };
+        let token = AccessToken::new(resp.access_token, expires_at, start + refresh_after)?;
+        Ok((
+            Cached {
+                token,
+                usable_until,
+            },
+            stored,
+        ))
     }
 
     fn spawn_refresh(&self, entry: Arc<Entry>) {
@@ -523,6 +773,7 @@ pub struct TokenCacheBuilder {
     credential: Arc<dyn TokenCredential>,
     scopes: Arc<[String]>,
     config: Config,
+    store: Option<Arc<dyn TokenStore>>,
 }
 
 impl fmt::Debug for TokenCacheBuilder {
@@ -531,11 +782,45 @@ impl fmt::Debug for TokenCacheBuilder {
             .field("credential", &self.credential)
             .field("scopes", &self.scopes)
             .field("config", &self.config)
+            .field("store", &self.store)
             .finish()
     }
 }
 
 impl TokenCacheBuilder {
+    /// A second-level store behind the in-memory cache (rule S1): read memory first, then the
+    /// store, then the credential — holding the store's lock, so that processes sharing the
+    /// store make one identity-provider request per token. A failing or slow store never fails
+    /// a call.
+    #[must_use]
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The longest a single store operation may take before the cache carries on without it
+    /// (default 250 ms).
+    #[must_use]
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
+    /// How long the store lock is held at most (default 30 s; it is released as soon as the
+    /// fetch ends).
+    #[must_use]
+    pub fn store_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.config.store_lock_ttl = ttl;
+        self
+    }
+
+    /// How long to wait for another process's fetch before fetching directly (default 3 s).
+    #[must_use]
+    pub fn store_peer_wait(mut self, wait: Duration) -> Self {
+        self.config.store_peer_wait = wait;
+        self
+    }
+
     /// A token stops being served this long before it expires (default 30 s; at most a
     /// quarter of a token's lifetime is taken).
     #[must_use]
@@ -584,10 +869,14 @@ impl TokenCacheBuilder {
                 "refresh ratio must be within (0, 1], got {r}"
             )));
         }
+        if self.config.store_timeout.is_zero() || self.config.store_lock_ttl.is_zero() {
+            return Err(Error::config("store timeout and lock ttl must be > 0"));
+        }
         Ok(TokenCache::build_with(
             self.credential,
             self.scopes,
             self.config,
+            self.store,
         ))
     }
 }
