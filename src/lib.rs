@@ -16,6 +16,7 @@
 //! | feature | default | enables |
 //! | --- | --- | --- |
 //! | `reqwest` | yes | `reqwest_middleware::Middleware` impls; reqwest as the credentials' HTTP client |
+//! | `testkit` | yes | [`testkit::FakeIdentityProvider`]: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults (used by `cargo run --example daemon`) |
 //! | `full` | no | everything |
 //!
 //! # Example
@@ -49,6 +50,9 @@ pub mod layer;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 pub mod retry;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 mod token;
 
 pub use cache::store::{MemoryStore, StoreLock, StoredToken, TokenStore};
