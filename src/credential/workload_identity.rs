@@ -167,9 +167,8 @@ fn read_token_file(path: &Path) -> Result<SecretString, Error> {
             "the federated token file {shown} is larger than {MAX_TOKEN_FILE} bytes"
         )));
     }
-    let text = std::str::from_utf8(&contents).map_err(|_| {
-        Error::config(format!("the federated token file {shown} is not text"))
-    })?;
+    let text = std::str::from_utf8(&contents)
+        .map_err(|_| Error::config(format!("the federated token file {shown} is not text")))?;
     let token = text.trim();
     if token.is_empty() {
         return Err(Error::config(format!(
@@ -327,7 +326,10 @@ mod tests {
         let c = WorkloadIdentityCredential::from_env_with(&env(&[
             ("AZURE_TENANT_ID", "tenant-1"),
             ("AZURE_CLIENT_ID", "client-1"),
-            ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/azure/tokens/azure-identity-token"),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "/var/run/secrets/azure/tokens/azure-identity-token",
+            ),
             ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
         ]))
         .unwrap();
@@ -354,7 +356,10 @@ mod tests {
             .filter(|(k, _)| *k != missing)
             .collect();
             let e = WorkloadIdentityCredential::from_env_with(&env(&pairs)).unwrap_err();
-            assert!(matches!(e, Error::Config(_)) && e.to_string().contains(missing), "{e}");
+            assert!(
+                matches!(e, Error::Config(_)) && e.to_string().contains(missing),
+                "{e}"
+            );
         }
     }
 

@@ -68,7 +68,9 @@ pub(super) fn read_key(path: &Path, tokens_dir: &Path) -> Result<HeaderValue, Er
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        return Err(invalid(format!("key file {shown} is not a plain absolute path")));
+        return Err(invalid(format!(
+            "key file {shown} is not a plain absolute path"
+        )));
     }
     if path.extension().is_none_or(|e| e != "key") {
         return Err(invalid(format!("key file {shown} does not end in .key")));

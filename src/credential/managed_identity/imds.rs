@@ -48,7 +48,9 @@ impl ImdsRetry {
             ));
         }
         if gone_window > Duration::from_secs(600) {
-            return Err(Error::config("IMDS 410 retry window must be at most 10 min"));
+            return Err(Error::config(
+                "IMDS 410 retry window must be at most 10 min",
+            ));
         }
         Ok(ImdsRetry {
             backoff,
@@ -138,15 +140,18 @@ mod tests {
 
     use crate::credential::managed_identity::mi_error;
 
+    /// One scripted answer: success, or a status (0 = connection error) with a Retry-After.
+    type Step = Result<(), (u16, Option<&'static str>)>;
+
     /// A scripted IMDS: each attempt takes the next step and records when it ran.
     #[derive(Clone)]
     struct Script {
-        steps: Arc<Mutex<Vec<Result<(), (u16, Option<&'static str>)>>>>,
+        steps: Arc<Mutex<Vec<Step>>>,
         at: Arc<Mutex<Vec<Instant>>>,
     }
 
     impl Script {
-        fn new(steps: Vec<Result<(), (u16, Option<&'static str>)>>) -> Self {
+        fn new(steps: Vec<Step>) -> Self {
             let mut steps = steps;
             steps.reverse();
             Script {
@@ -223,7 +228,11 @@ mod tests {
         assert_eq!(token.secret(), "tok");
         assert_eq!(
             script.offsets(),
-            [Duration::ZERO, Duration::from_secs(10), Duration::from_secs(20)]
+            [
+                Duration::ZERO,
+                Duration::from_secs(10),
+                Duration::from_secs(20)
+            ]
         );
     }
 
@@ -272,7 +281,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn c3_imds_404_408_and_connection_errors_are_retried() {
-        let script = Script::new(vec![Err((404, None)), Err((408, None)), Err((0, None)), Ok(())]);
+        let script = Script::new(vec![
+            Err((404, None)),
+            Err((408, None)),
+            Err((0, None)),
+            Ok(()),
+        ]);
         no_jitter().run(|| script.attempt()).await.unwrap();
         assert_eq!(
             script.offsets(),

@@ -71,9 +71,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::client_secret::optional_env;
-use super::http::{
-    identity_provider_error, is_loopback, send_raw, RawResponse, DEFAULT_TIMEOUT,
-};
+use super::http::{identity_provider_error, is_loopback, send_raw, RawResponse, DEFAULT_TIMEOUT};
 use super::{CredentialIdentity, TokenCredential, TokenRequest};
 use crate::retry::Backoff;
 use crate::token::parse_token_response;
@@ -198,11 +196,20 @@ pub struct ManagedIdentityCredential {
 /// A validated source with its secrets (as sensitive header values).
 enum Source {
     Imds,
-    AppService { header: HeaderValue },
-    ServiceFabric { header: HeaderValue },
-    AzureMl { secret: HeaderValue, client_id: String },
+    AppService {
+        header: HeaderValue,
+    },
+    ServiceFabric {
+        header: HeaderValue,
+    },
+    AzureMl {
+        secret: HeaderValue,
+        client_id: String,
+    },
     CloudShell,
-    AzureArc { tokens_dir: PathBuf },
+    AzureArc {
+        tokens_dir: PathBuf,
+    },
 }
 
 impl Source {
@@ -263,17 +270,16 @@ impl ManagedIdentityCredential {
             (identity_endpoint, _, None, _) => {
                 let arc = match (&identity_endpoint, &imds_endpoint) {
                     (Some(endpoint), Some(_)) => Some(endpoint.clone()),
-                    _ if platform.himds.is_file() => Some(
-                        identity_endpoint.unwrap_or_else(|| ARC_DEFAULT_ENDPOINT.to_owned()),
-                    ),
+                    _ if platform.himds.is_file() => {
+                        Some(identity_endpoint.unwrap_or_else(|| ARC_DEFAULT_ENDPOINT.to_owned()))
+                    }
                     _ => None,
                 };
                 match arc {
                     Some(endpoint) => Self::azure_arc(endpoint),
                     None => {
                         let mut b = Self::imds();
-                        if let Some(base) = optional_env(env, "AZURE_POD_IDENTITY_AUTHORITY_HOST")
-                        {
+                        if let Some(base) = optional_env(env, "AZURE_POD_IDENTITY_AUTHORITY_HOST") {
                             b = b.endpoint(base);
                         }
                         b
@@ -504,7 +510,8 @@ impl TokenCredential for ManagedIdentityCredential {
     }
 
     fn identity(&self) -> CredentialIdentity {
-        let identity = CredentialIdentity::new(self.kind(), self.url.origin().ascii_serialization());
+        let identity =
+            CredentialIdentity::new(self.kind(), self.url.origin().ascii_serialization());
         match &self.user_assigned {
             Some(UserAssignedId::ClientId(id)) => identity.with_client_id(id),
             Some(other) => identity.with_client_id(other.value()),
@@ -770,16 +777,15 @@ impl ManagedIdentityCredentialBuilder {
                 default_client_id,
                 ..
             } => {
-                let client_id = match (&self.user_assigned, default_client_id) {
-                    (Some(UserAssignedId::ClientId(id)), _) => id.clone(),
-                    (_, Some(id)) => id,
-                    _ => {
-                        return Err(Error::config(
+                let client_id =
+                    match (&self.user_assigned, default_client_id) {
+                        (Some(UserAssignedId::ClientId(id)), _) => id.clone(),
+                        (_, Some(id)) => id,
+                        _ => return Err(Error::config(
                             "DEFAULT_IDENTITY_CLIENT_ID is not set: Azure Machine Learning needs \
                              the client id of the system-assigned identity",
-                        ))
-                    }
-                };
+                        )),
+                    };
                 Source::AzureMl {
                     secret: secret_header(&secret, "MSI_SECRET")?,
                     client_id,

@@ -20,9 +20,8 @@ pub(super) fn parse_thumbprint(thumbprint: &str) -> Result<[u8; 20], Error> {
         .bytes()
         .filter(|b| !matches!(b, b':' | b' '))
         .collect();
-    let bad = || {
-        Error::config("IDENTITY_SERVER_THUMBPRINT must be a SHA-1 thumbprint of 40 hex digits")
-    };
+    let bad =
+        || Error::config("IDENTITY_SERVER_THUMBPRINT must be a SHA-1 thumbprint of 40 hex digits");
     if hex.len() != 40 {
         return Err(bad());
     }
@@ -136,7 +135,10 @@ mod tests {
             t
         );
         for bad in ["", "a1b2", "zz".repeat(20).as_str(), &"a".repeat(41)] {
-            assert!(matches!(parse_thumbprint(bad), Err(Error::Config(_))), "{bad}");
+            assert!(
+                matches!(parse_thumbprint(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -47,7 +47,13 @@ fn detect(pairs: &[(&str, &str)], himds: bool) -> ManagedIdentityCredential {
 
 #[test]
 fn c3_detection_follows_msal_order() {
-    let cases: Vec<(Vec<(&str, &str)>, bool, ManagedIdentitySource, &str)> = vec![
+    type Case<'a> = (
+        Vec<(&'a str, &'a str)>,
+        bool,
+        ManagedIdentitySource,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (
             vec![],
             false,
@@ -56,7 +62,10 @@ fn c3_detection_follows_msal_order() {
         ),
         (
             vec![
-                ("IDENTITY_ENDPOINT", "https://10.0.0.4:2377/metadata/identity/oauth2/token"),
+                (
+                    "IDENTITY_ENDPOINT",
+                    "https://10.0.0.4:2377/metadata/identity/oauth2/token",
+                ),
                 ("IDENTITY_HEADER", HEADER),
                 ("IDENTITY_SERVER_THUMBPRINT", THUMBPRINT),
             ],
@@ -91,7 +100,10 @@ fn c3_detection_follows_msal_order() {
         ),
         (
             vec![
-                ("IDENTITY_ENDPOINT", "http://localhost:40342/metadata/identity/oauth2/token"),
+                (
+                    "IDENTITY_ENDPOINT",
+                    "http://localhost:40342/metadata/identity/oauth2/token",
+                ),
                 ("IMDS_ENDPOINT", "http://localhost:40342"),
             ],
             false,
@@ -105,7 +117,10 @@ fn c3_detection_follows_msal_order() {
             ARC_DEFAULT_ENDPOINT,
         ),
         (
-            vec![("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://169.254.169.254:8080/")],
+            vec![(
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                "http://169.254.169.254:8080/",
+            )],
             false,
             ManagedIdentitySource::Imds,
             "http://169.254.169.254:8080/metadata/identity/oauth2/token",
@@ -125,7 +140,10 @@ fn c3_detection_follows_msal_order() {
         ),
         (
             vec![
-                ("IDENTITY_ENDPOINT", "http://localhost:40342/metadata/identity/oauth2/token"),
+                (
+                    "IDENTITY_ENDPOINT",
+                    "http://localhost:40342/metadata/identity/oauth2/token",
+                ),
                 ("IMDS_ENDPOINT", "http://localhost:40342"),
                 ("MSI_ENDPOINT", "http://localhost:50342/oauth2/token"),
             ],
@@ -145,7 +163,10 @@ fn c3_detection_follows_msal_order() {
         ),
         (
             // the agent binary with IDENTITY_ENDPOINT set uses that endpoint
-            vec![("IDENTITY_ENDPOINT", "http://127.0.0.1:40999/metadata/identity/oauth2/token")],
+            vec![(
+                "IDENTITY_ENDPOINT",
+                "http://127.0.0.1:40999/metadata/identity/oauth2/token",
+            )],
             true,
             ManagedIdentitySource::AzureArc,
             "http://127.0.0.1:40999/metadata/identity/oauth2/token",
@@ -197,7 +218,11 @@ fn c3_user_assigned_support_per_source() {
                 [true, false, false],
             ),
             (
-                ManagedIdentityCredential::service_fabric("https://localhost:1/", HEADER, THUMBPRINT),
+                ManagedIdentityCredential::service_fabric(
+                    "https://localhost:1/",
+                    HEADER,
+                    THUMBPRINT,
+                ),
                 [false, false, false],
             ),
             (
@@ -283,7 +308,11 @@ fn c3_scope_becomes_resource() {
         "https://management.azure.com/"
     );
     assert_eq!(one(&["api://app-id"]).unwrap(), "api://app-id");
-    for bad in [&[][..], &["a/.default", "b/.default"][..], &["/.default"][..]] {
+    for bad in [
+        &[][..],
+        &["a/.default", "b/.default"][..],
+        &["/.default"][..],
+    ] {
         assert!(matches!(one(bad), Err(Error::Config(_))), "{bad:?}");
     }
 }
@@ -294,10 +323,8 @@ fn c3_request_carries_each_sources_parameters() {
         let c = b.build().unwrap();
         c.request("https://vault.azure.net", None).unwrap()
     };
-    let r = req(
-        ManagedIdentityCredential::imds()
-            .user_assigned(UserAssignedId::ResourceId("/subscriptions/s/rg/x".into())),
-    );
+    let r = req(ManagedIdentityCredential::imds()
+        .user_assigned(UserAssignedId::ResourceId("/subscriptions/s/rg/x".into())));
     assert_eq!(r.method(), Method::GET);
     assert_eq!(
         r.url().as_str(),
@@ -382,7 +409,12 @@ fn c3_arc_challenge_parsing() {
         arc::challenge_path(&headers(r#"basic REALM="/t/a.key""#)).unwrap(),
         Path::new("/t/a.key")
     );
-    for bad in ["Basic", "Basic realm=", "Bearer realm=/t/a.key", "Basic x=/t/a.key"] {
+    for bad in [
+        "Basic",
+        "Basic realm=",
+        "Bearer realm=/t/a.key",
+        "Basic x=/t/a.key",
+    ] {
         let e = arc::challenge_path(&headers(bad)).unwrap_err();
         assert!(matches!(e, Error::InvalidResponse(_)), "{bad}: {e}");
     }
