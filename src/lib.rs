@@ -63,6 +63,12 @@ pub use credential::{
     authority::AuthorityHost, client_certificate::ClientCertificateCredential,
     client_secret::ClientSecretCredential,
 };
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use credential::{
+    managed_identity::{ManagedIdentityCredential, ManagedIdentitySource, UserAssignedId},
+    workload_identity::WorkloadIdentityCredential,
+};
 pub use credential::{CredentialIdentity, TokenCredential, TokenRequest};
 pub use error::{BoxError, Error, IdentityProviderError};
 pub use layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};

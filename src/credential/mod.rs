@@ -18,6 +18,12 @@ pub mod client_certificate;
 pub mod client_secret;
 #[cfg(feature = "reqwest")]
 pub(crate) mod http;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod managed_identity;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod workload_identity;
 
 /// What the cache asks a credential for: fixed scopes (rule T8) and, after a CAE challenge,
 /// the claims the resource demanded.

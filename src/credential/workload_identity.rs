@@ -1,0 +1,404 @@
+//! [`WorkloadIdentityCredential`]: workload identity federation, e.g. on AKS (rule C4).
+//!
+//! ```no_run
+//! use resilient_auth::{TokenCache, WorkloadIdentityCredential};
+//!
+//! # fn run() -> Result<(), resilient_auth::Error> {
+//! // AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID, AZURE_TENANT_ID (+ AZURE_AUTHORITY_HOST),
+//! // as the AKS workload identity webhook sets them
+//! let tokens = TokenCache::new(
+//!     WorkloadIdentityCredential::from_env()?,
+//!     ["https://vault.azure.net/.default"],
+//! );
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use reqwest::Url;
+use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+
+use super::authority::{AuthorityHost, TokenEndpoint};
+use super::client_secret::{optional_env, required_env, CommonOptions};
+use super::http::send_token_request;
+use super::{CredentialIdentity, TokenCredential, TokenRequest};
+use crate::{Error, TokenResponse};
+
+const KIND: &str = "workload_identity";
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A cached copy of the token file is re-read once it is older than this.
+pub(crate) const REREAD_AFTER: Duration = Duration::from_secs(600);
+
+/// The largest federated token file read.
+const MAX_TOKEN_FILE: u64 = 64 * 1024;
+
+/// Workload identity federation (rule C4): a token issued to the workload by another identity
+/// provider (the Kubernetes service account token AKS projects into the pod) is the client
+/// assertion of a client credentials grant.
+///
+/// Each [`get_token`](TokenCredential::get_token) sends one POST to
+/// `{authority}/{tenant}/oauth2/v2.0/token` with `grant_type=client_credentials`, `client_id`,
+/// `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`,
+/// `client_assertion` (the file's contents), `scope` (and `claims` after a CAE challenge).
+///
+/// The file is read on first use and re-read once the cached copy is older than 10 minutes
+/// (the kubelet rotates it well before it expires). A missing or empty file is an
+/// [`Error::Config`] that names the path. The federated token is never shown by `Debug`,
+/// `Display`, errors or logs.
+pub struct WorkloadIdentityCredential {
+    client: reqwest::Client,
+    endpoint: TokenEndpoint,
+    tenant_id: String,
+    client_id: String,
+    token_file: PathBuf,
+    timeout: Duration,
+    cached: Mutex<Option<(SecretString, Instant)>>,
+}
+
+impl WorkloadIdentityCredential {
+    /// A builder for the application `client_id` of `tenant_id`, authenticating with the
+    /// federated token in `token_file`.
+    pub fn builder(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        token_file: impl Into<PathBuf>,
+    ) -> WorkloadIdentityCredentialBuilder {
+        WorkloadIdentityCredentialBuilder {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            token_file: token_file.into(),
+            options: CommonOptions::default(),
+        }
+    }
+
+    /// Reads `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and (optional)
+    /// `AZURE_AUTHORITY_HOST`, as the AKS workload identity webhook sets them.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if a required variable is missing or empty, or a value is invalid.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_env_with(&|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) over any variable lookup (tests pass a map).
+    pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let tenant = required_env(env, "AZURE_TENANT_ID")?;
+        let client = required_env(env, "AZURE_CLIENT_ID")?;
+        let file = required_env(env, "AZURE_FEDERATED_TOKEN_FILE")?;
+        let mut builder = Self::builder(tenant, client, file);
+        if let Some(host) = optional_env(env, "AZURE_AUTHORITY_HOST") {
+            builder = builder.authority_host(AuthorityHost::parse(&host)?);
+        }
+        builder.build()
+    }
+
+    /// The federated token file.
+    pub fn token_file(&self) -> &Path {
+        &self.token_file
+    }
+
+    /// The federated token: the cached copy, or the file's contents if that is older than
+    /// 10 minutes.
+    fn assertion(&self) -> Result<SecretString, Error> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((token, read_at)) = &*cached {
+            if read_at.elapsed() < REREAD_AFTER {
+                return Ok(token.clone());
+            }
+        }
+        let token = read_token_file(&self.token_file)?;
+        *cached = Some((token.clone(), Instant::now()));
+        Ok(token)
+    }
+
+    fn request(&self, url: &Url, request: &TokenRequest) -> Result<reqwest::Request, Error> {
+        let assertion = self.assertion()?;
+        let scope = request.scopes.join(" ");
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", &self.client_id),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion.expose_secret()),
+        ];
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        if let Some(claims) = &request.claims {
+            form.push(("claims", claims));
+        }
+        self.client
+            .post(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .form(&form)
+            .build()
+            .map_err(|_| Error::config("could not build the token request"))
+    }
+}
+
+/// Reads the federated token file: at most 64 KiB, trimmed, not empty.
+fn read_token_file(path: &Path) -> Result<SecretString, Error> {
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::config(format!(
+            "cannot read the federated token file {shown} (AZURE_FEDERATED_TOKEN_FILE): {}",
+            e.kind()
+        ))
+    })?;
+    let mut contents = Zeroizing::new(Vec::new());
+    file.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut contents)
+        .map_err(|e| {
+            Error::config(format!(
+                "cannot read the federated token file {shown}: {}",
+                e.kind()
+            ))
+        })?;
+    if contents.len() as u64 > MAX_TOKEN_FILE {
+        return Err(Error::config(format!(
+            "the federated token file {shown} is larger than {MAX_TOKEN_FILE} bytes"
+        )));
+    }
+    let text = std::str::from_utf8(&contents)
+        .map_err(|_| Error::config(format!("the federated token file {shown} is not text")))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Error::config(format!(
+            "the federated token file {shown} is empty"
+        )));
+    }
+    Ok(SecretString::from(token))
+}
+
+impl TokenCredential for WorkloadIdentityCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(self.endpoint.call(move |url| {
+            let built = self.request(url, request);
+            async move { send_token_request(&self.client, built?, self.timeout, KIND).await }
+        }))
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        CredentialIdentity::new(KIND, self.endpoint.origin())
+            .with_tenant(&self.tenant_id)
+            .with_client_id(&self.client_id)
+    }
+}
+
+impl fmt::Debug for WorkloadIdentityCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadIdentityCredential")
+            .field("token_url", &self.endpoint.global.as_str())
+            .field(
+                "regional_token_url",
+                &self.endpoint.regional.as_ref().map(Url::as_str),
+            )
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("token_file", &self.token_file)
+            .field("federated_token", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for WorkloadIdentityCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "workload identity credential for client {} at {}",
+            self.client_id, self.endpoint.global
+        )
+    }
+}
+
+/// Builds a [`WorkloadIdentityCredential`]; see [`WorkloadIdentityCredential::builder`].
+#[must_use]
+pub struct WorkloadIdentityCredentialBuilder {
+    tenant_id: String,
+    client_id: String,
+    token_file: PathBuf,
+    options: CommonOptions,
+}
+
+impl WorkloadIdentityCredentialBuilder {
+    /// The authority host (default [`AuthorityHost::AZURE_PUBLIC`]).
+    pub fn authority_host(mut self, host: AuthorityHost) -> Self {
+        self.options.authority = host;
+        self
+    }
+
+    /// Posts to this token URL instead of `{authority}/{tenant}/oauth2/v2.0/token` (https, or
+    /// plain http to loopback).
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.options.token_url = Some(url.into());
+        self
+    }
+
+    /// Tries the regional endpoint of `region` first, and the global one if it fails with a
+    /// transport error, a timeout or a 5xx.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.options.region = Some(region.into());
+        self
+    }
+
+    /// The per-attempt timeout of a token request (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// The HTTP client (default: a client that follows no redirects).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.options.client = Some(client);
+        self
+    }
+
+    /// Validates the configuration and builds the credential. The token file is read on first
+    /// use, not here (it may appear after the process starts).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty client id or token file path, an invalid tenant, token
+    /// URL or region, a zero timeout, or an HTTP client that cannot be built.
+    pub fn build(self) -> Result<WorkloadIdentityCredential, Error> {
+        if self.token_file.as_os_str().is_empty() {
+            return Err(Error::config("federated token file path is empty"));
+        }
+        let (client, endpoint, timeout) = self.options.resolve(&self.tenant_id, &self.client_id)?;
+        Ok(WorkloadIdentityCredential {
+            client,
+            endpoint,
+            tenant_id: self.tenant_id,
+            client_id: self.client_id,
+            token_file: self.token_file,
+            timeout,
+            cached: Mutex::new(None),
+        })
+    }
+}
+
+impl fmt::Debug for WorkloadIdentityCredentialBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadIdentityCredentialBuilder")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("token_file", &self.token_file)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn temp_file(name: &str, contents: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ra-wi-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn c4_from_env_reads_azure_variables() {
+        let c = WorkloadIdentityCredential::from_env_with(&env(&[
+            ("AZURE_TENANT_ID", "tenant-1"),
+            ("AZURE_CLIENT_ID", "client-1"),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "/var/run/secrets/azure/tokens/azure-identity-token",
+            ),
+            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
+        ]))
+        .unwrap();
+        let id = c.identity();
+        assert_eq!(id.kind, "workload_identity");
+        assert_eq!(id.authority, "https://login.microsoftonline.us");
+        assert_eq!(id.tenant.as_deref(), Some("tenant-1"));
+        assert_eq!(id.client_id.as_deref(), Some("client-1"));
+        assert_eq!(
+            c.token_file(),
+            Path::new("/var/run/secrets/azure/tokens/azure-identity-token")
+        );
+        for missing in [
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_ID",
+            "AZURE_FEDERATED_TOKEN_FILE",
+        ] {
+            let pairs: Vec<(&str, &str)> = [
+                ("AZURE_TENANT_ID", "t"),
+                ("AZURE_CLIENT_ID", "c"),
+                ("AZURE_FEDERATED_TOKEN_FILE", "/f"),
+            ]
+            .into_iter()
+            .filter(|(k, _)| *k != missing)
+            .collect();
+            let e = WorkloadIdentityCredential::from_env_with(&env(&pairs)).unwrap_err();
+            assert!(
+                matches!(e, Error::Config(_)) && e.to_string().contains(missing),
+                "{e}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn c4_token_file_is_reread_after_10_minutes() {
+        let path = temp_file("reread", "federated-one\n");
+        let c = WorkloadIdentityCredential::builder("t", "c", &path)
+            .build()
+            .unwrap();
+        assert_eq!(c.assertion().unwrap().expose_secret(), "federated-one");
+        std::fs::write(&path, "federated-two").unwrap();
+        tokio::time::advance(REREAD_AFTER - Duration::from_secs(1)).await;
+        assert_eq!(c.assertion().unwrap().expose_secret(), "federated-one");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(c.assertion().unwrap().expose_secret(), "federated-two");
+        let shown = format!("{c:?} {c}");
+        assert!(!shown.contains("federated-"), "{shown}");
+    }
+
+    #[test]
+    fn c4_missing_or_empty_token_file_is_a_config_error_naming_the_path() {
+        let path = temp_file("empty", " \n");
+        let c = WorkloadIdentityCredential::builder("t", "c", &path)
+            .build()
+            .unwrap();
+        let e = c.assertion().unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert!(e.to_string().contains("empty"), "{e}");
+
+        let missing = path.with_file_name("no-such-token");
+        let c = WorkloadIdentityCredential::builder("t", "c", &missing)
+            .build()
+            .unwrap();
+        let e = c.assertion().unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
+    }
+}
