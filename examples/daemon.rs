@@ -14,8 +14,9 @@
 //! ```
 //!
 //! Credentials come from the usual environment (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
-//! `AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH`, `AZURE_AUTHORITY_HOST`); `--idp`
-//! overrides the authority host. Extra trusted CAs come from `SSL_CERT_FILE`. With `--out`, one
+//! `AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH`, `AZURE_AUTHORITY_HOST`,
+//! `AZURE_FEDERATED_TOKEN_FILE`, the managed-identity variables); `--mode cca|mi|workload`
+//! picks the source and `--idp` overrides the authority host (or the IMDS base for `mi`). Extra trusted CAs come from `SSL_CERT_FILE`. With `--out`, one
 //! JSON object a line per iteration, between a `{"event":"start"}` and an `{"event":"end"}` line.
 
 use std::error::Error as StdError;
@@ -29,7 +30,8 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use resilient_auth::testkit::{FakeIdentityProvider, Fault, FaultKind, Target};
 use resilient_auth::{
     AuthLayer, AuthorityHost, ClientCertificateCredential, ClientSecretCredential, ExpBackoffLayer,
-    RetryAfterLayer, TimeoutLayer, TokenCache, TokenCredential,
+    ManagedIdentityCredential, RetryAfterLayer, TimeoutLayer, TokenCache, TokenCredential,
+    UserAssignedId, WorkloadIdentityCredential,
 };
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -401,7 +403,7 @@ fn parse_args(args: &[String]) -> Result<Args, BoxError> {
     Ok(a)
 }
 
-const USAGE: &str = "usage: daemon [--mode cca] [--idp URL] [--scope S] [--api URL] [--interval SECS] [--duration SECS] [--out FILE]";
+const USAGE: &str = "usage: daemon [--mode cca|mi|workload] [--idp URL] [--scope S] [--api URL] [--interval SECS] [--duration SECS] [--out FILE]";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -449,7 +451,27 @@ fn credential(args: &Args, http: &reqwest::Client) -> Result<Arc<dyn TokenCreden
                 ))
             }
         }
-        other => Err(format!("--mode {other} is not supported by this build (cca)").into()),
+        "mi" => {
+            let mut b = ManagedIdentityCredential::builder_from_env();
+            if let Some(base) = &args.idp {
+                b = b.endpoint(base.clone());
+            }
+            if let Some(id) = env("AZURE_CLIENT_ID") {
+                b = b.user_assigned(UserAssignedId::ClientId(id));
+            }
+            Ok(Arc::new(b.build()?))
+        }
+        "workload" => {
+            let (tenant, client) = (need("AZURE_TENANT_ID")?, need("AZURE_CLIENT_ID")?);
+            let file = need("AZURE_FEDERATED_TOKEN_FILE")?;
+            Ok(Arc::new(
+                WorkloadIdentityCredential::builder(tenant, client, file)
+                    .authority_host(host)
+                    .http_client(http.clone())
+                    .build()?,
+            ))
+        }
+        other => Err(format!("--mode {other}: expected cca, mi or workload").into()),
     }
 }
 
