@@ -175,6 +175,15 @@ impl Middleware for AuthLayer {
         req.headers_mut()
             .insert(http::header::AUTHORIZATION, token.header_value().clone());
         let mut transport = ReqwestTransport { next, extensions };
-        send_with_challenge(tokens, &mut transport, req, token, None, middleware_error).await
+        send_with_challenge(
+            tokens,
+            &mut transport,
+            req,
+            token,
+            None,
+            self.resends(),
+            middleware_error,
+        )
+        .await
     }
 }

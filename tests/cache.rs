@@ -770,3 +770,24 @@ async fn t5_sixty_second_outage_at_refresh_time_fails_no_api_call() {
         "refreshed after the outage"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a2_resend_can_be_switched_off_but_the_rejected_token_is_still_dropped() {
+    let fake = Fake::new([]);
+    let api = Api::default().then(401, Some(r#"Bearer error="invalid_token""#));
+    let layer = AuthLayer::new(cache(&fake)).resend_on_challenge(false);
+    let svc = ServiceBuilder::new().layer(layer).service(api.service());
+    let resp = svc
+        .clone()
+        .oneshot(get("https://api.test/a"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "returned to the caller, not resent");
+    assert_eq!(api.seen().len(), 1);
+    svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(
+        api.seen()[1].as_deref(),
+        Some("Bearer token-2"),
+        "the next request got a new token"
+    );
+}

@@ -40,6 +40,7 @@ use crate::{AccessToken, BoxError, Error, TokenCache};
 pub struct AuthLayer {
     tokens: TokenCache,
     origins: Option<Arc<[Origin]>>,
+    resend: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +98,19 @@ impl AuthLayer {
         AuthLayer {
             tokens,
             origins: None,
+            resend: true,
         }
+    }
+
+    /// Whether a 401 challenge (`invalid_token`, CAE `insufficient_claims`) is answered with one
+    /// resend (default `true`). Resending needs a copy of each request (its headers) kept until
+    /// the response arrives; switch it off if the resources you call never send challenges and
+    /// the copy matters to you. The challenge is then returned to the caller, and an
+    /// `invalid_token` still drops the cached token so the next request gets a new one.
+    #[must_use]
+    pub fn resend_on_challenge(mut self, resend: bool) -> Self {
+        self.resend = resend;
+        self
     }
 
     /// Sends the token only to these origins (`https://host[:port]`); other requests go out
@@ -146,6 +159,10 @@ impl AuthLayer {
                 origin.scheme, origin.host
             ))),
         }
+    }
+
+    pub(crate) fn resends(&self) -> bool {
+        self.resend
     }
 
     pub(crate) fn target_of_uri(&self, uri: &http::Uri, headers: &http::HeaderMap) -> TargetKind {
@@ -199,6 +216,7 @@ impl fmt::Debug for AuthLayer {
         f.debug_struct("AuthLayer")
             .field("tokens", &self.tokens)
             .field("origins", &self.origins)
+            .field("resend", &self.resend)
             .finish()
     }
 }
@@ -222,19 +240,23 @@ pub struct Auth<S> {
 }
 
 /// Sends `req` with `token`, and on an actionable 401 challenge fetches the right token and
-/// resends once (the slow path, shared by both stacks).
+/// resends once (the slow path, shared by both stacks). With `first`, `req` is the copy of a
+/// request already sent and `first` its result.
 pub(crate) async fn send_with_challenge<T: Transport>(
     tokens: &TokenCache,
     transport: &mut T,
     req: T::Req,
     token: AccessToken,
     first: Option<Result<T::Resp, T::Err>>,
+    resend: bool,
     to_err: fn(Error) -> T::Err,
 ) -> Result<T::Resp, T::Err> {
-    let backup = T::try_clone(&req);
-    let result = match first {
-        Some(r) => r,
-        None => transport.send(req).await,
+    let (backup, result) = match first {
+        Some(result) => (Some(req), result),
+        None => {
+            let backup = if resend { T::try_clone(&req) } else { None };
+            (backup, transport.send(req).await)
+        }
     };
     let Ok(resp) = &result else { return result };
     let (status, headers, _) = T::head(resp);
@@ -245,7 +267,12 @@ pub(crate) async fn send_with_challenge<T: Transport>(
         return result;
     };
     let Some(mut again) = backup else {
-        tracing::warn!("401 challenge, but the request body cannot be copied: not resent");
+        if resend {
+            tracing::warn!("401 challenge, but the request body cannot be copied: not resent");
+        }
+        if found == Challenge::InvalidToken {
+            tokens.invalidate(&token);
+        }
         return result;
     };
     let fresh = match &found {
@@ -266,6 +293,13 @@ pub(crate) async fn send_with_challenge<T: Transport>(
     drop(result);
     T::req_headers_mut(&mut again).insert(AUTHORIZATION, fresh.header_value().clone());
     transport.send(again).await
+}
+
+/// Without a resend: an `invalid_token` challenge still drops the rejected token.
+pub(crate) fn forget_rejected(tokens: &TokenCache, token: &AccessToken, headers: &http::HeaderMap) {
+    if challenge(headers) == Some(Challenge::InvalidToken) {
+        tokens.invalidate(token);
+    }
 }
 
 /// Logs the kind of a challenge without its claims.
@@ -350,6 +384,7 @@ where
             };
         }
         let deadline = req.extensions().get::<Deadline>().copied();
+        let resend = self.layer.resend;
         let fut = async move {
             let token = token_for(&tokens, deadline)
                 .await
@@ -357,7 +392,7 @@ where
             req.headers_mut()
                 .insert(AUTHORIZATION, token.header_value().clone());
             let mut t = TowerTransport::new(inner);
-            send_with_challenge(&tokens, &mut t, req, token, None, |e| {
+            send_with_challenge(&tokens, &mut t, req, token, None, resend, |e| {
                 Box::new(e) as BoxError
             })
             .await
@@ -426,7 +461,13 @@ where
                     let Some(rest) = rest.take() else {
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
                     };
-                    let (Some(backup), true) = (rest.backup, needs_resend) else {
+                    if !needs_resend {
+                        return Poll::Ready(result);
+                    }
+                    let Some(backup) = rest.backup else {
+                        if let Ok(resp) = &result {
+                            forget_rejected(&rest.tokens, &rest.token, resp.headers());
+                        }
                         return Poll::Ready(result);
                     };
                     let fut = async move {
@@ -437,6 +478,7 @@ where
                             backup,
                             rest.token,
                             Some(result),
+                            true,
                             |e| Box::new(e) as BoxError,
                         )
                         .await
