@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use resilient_auth::report::{resilience_report, Stack};
 use resilient_auth::testkit::{FakeIdentityProvider, Fault, FaultKind, Target};
 use resilient_auth::{
     AuthLayer, AuthorityHost, ClientCertificateCredential, ClientSecretCredential, ExpBackoffLayer,
@@ -205,11 +206,14 @@ async fn run_with_layers(idp: &FakeIdentityProvider, live: &Live) -> Result<Summ
     let tokens = TokenCache::new(credential, [SCOPE]);
     let retry_after = RetryAfterLayer::default();
     let backoff = ExpBackoffLayer::default();
+    let auth = AuthLayer::new(tokens.clone()).allow_origins([idp.uri()])?;
+    let timeout = TimeoutLayer::new(secs(2));
+    print_report(&auth, &retry_after, &backoff, &timeout);
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(retry_after.clone())
         .with(backoff.clone())
-        .with(AuthLayer::new(tokens.clone()).allow_origins([idp.uri()])?)
-        .with(TimeoutLayer::new(secs(2)))
+        .with(auth)
+        .with(timeout)
         .build();
     let mut s = Summary::default();
     let mut tick = every_half_second();
@@ -226,6 +230,21 @@ async fn run_with_layers(idp: &FakeIdentityProvider, live: &Live) -> Result<Summ
     s.retry_after_waits = ra.retries() + ra.held();
     s.longest_wait = ra.longest_wait().max(eb.longest_wait());
     Ok(s)
+}
+
+fn print_report(auth: &AuthLayer, ra: &RetryAfterLayer, eb: &ExpBackoffLayer, t: &TimeoutLayer) {
+    let stack = Stack {
+        auth: Some(auth),
+        retry_after: Some(ra),
+        exp_backoff: Some(eb),
+        timeout: Some(t),
+        ..Stack::default()
+    };
+    println!("resilience report:");
+    for line in resilience_report(&stack).to_string().lines() {
+        println!("  {line}");
+    }
+    println!();
 }
 
 fn count(s: &mut Summary, live: &Live, ok: bool) {
@@ -494,11 +513,16 @@ async fn real(args: &[String]) -> Result<(), BoxError> {
         (None, None) => return Err("--api is required without --idp".into()),
     };
     let tokens = TokenCache::new(credential, [scope.clone()]);
+    let origin = reqwest::Url::parse(&api)?.origin().ascii_serialization();
+    let (retry_after, backoff) = (RetryAfterLayer::default(), ExpBackoffLayer::default());
+    let auth = AuthLayer::new(tokens.clone()).allow_origins([origin])?;
+    let timeout = TimeoutLayer::new(secs(10));
+    print_report(&auth, &retry_after, &backoff, &timeout);
     let client: ClientWithMiddleware = ClientBuilder::new(http)
-        .with(RetryAfterLayer::default())
-        .with(ExpBackoffLayer::default())
-        .with(AuthLayer::new(tokens.clone()))
-        .with(TimeoutLayer::new(secs(10)))
+        .with(retry_after)
+        .with(backoff)
+        .with(auth)
+        .with(timeout)
         .build();
     let mut out: Option<Box<dyn Write>> = match &args.out {
         Some(path) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(

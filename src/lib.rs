@@ -47,6 +47,7 @@ mod cache;
 pub mod credential;
 mod error;
 pub mod layer;
+pub mod report;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 pub mod retry;
@@ -72,6 +73,7 @@ pub use credential::{
 pub use credential::{CredentialIdentity, TokenCredential, TokenRequest};
 pub use error::{BoxError, Error, IdentityProviderError};
 pub use layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
+pub use report::{resilience_report, ResilienceReport};
 pub use retry::{Attempts, Deadline};
 pub use token::{AccessToken, TokenResponse};
 

@@ -368,6 +368,19 @@ impl TokenCache {
         &self.inner.scopes
     }
 
+    /// The back-off between failed identity-provider requests.
+    pub fn backoff(&self) -> &Backoff {
+        &self.inner.config.backoff
+    }
+
+    /// The second-level store's retention of refresh-token entries, if it has a persistent one.
+    pub fn store_retention(&self) -> Option<Duration> {
+        self.inner
+            .store
+            .as_ref()
+            .and_then(|s| s.persistent_retention())
+    }
+
     fn claims_entry(&self, claims: &str) -> Arc<Entry> {
         let mut map = lock(&self.inner.claims_entries);
         if let Some(e) = map.get(claims) {

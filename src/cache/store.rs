@@ -115,6 +115,13 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Option<StoreLock>, Error>>;
     /// Releases `lock` if it is still held by its owner.
     fn unlock<'a>(&'a self, lock: &'a StoreLock) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// How long the store keeps entries that hold a refresh token, if it persists them across
+    /// restarts (`None`: not persistent, e.g. memory). The resilience report checks it against
+    /// the backup authentication system's requirement of at least 3 days.
+    fn persistent_retention(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
@@ -140,6 +147,9 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     fn unlock<'a>(&'a self, lock: &'a StoreLock) -> BoxFuture<'a, Result<(), Error>> {
         (**self).unlock(lock)
+    }
+    fn persistent_retention(&self) -> Option<Duration> {
+        (**self).persistent_retention()
     }
 }
 

@@ -87,6 +87,11 @@ impl ExpBackoffLayer {
     pub fn backoff(&self) -> &Backoff {
         &self.shared.backoff
     }
+
+    /// The retry budget, if any.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.shared.budget.as_ref()
+    }
 }
 
 /// Builds a validated [`ExpBackoffLayer`].

@@ -1,0 +1,783 @@
+//! [`resilience_report`]: a configuration checked against the guidance this crate implements
+//! (rule O3).
+//!
+//! The checks come from two Microsoft Entra documents: *Increase the resilience of
+//! authentication and authorization in daemon applications* and *Application requirements for
+//! the backup authentication system*.
+//!
+//! ```
+//! # #[cfg(feature = "reqwest")] {
+//! use std::time::Duration;
+//! use resilient_auth::report::{resilience_report, Stack};
+//! use resilient_auth::{ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
+//!
+//! let (ra, eb, t) = (RetryAfterLayer::default(), ExpBackoffLayer::default(), TimeoutLayer::new(Duration::from_secs(10)));
+//! let report = resilience_report(&Stack { retry_after: Some(&ra), exp_backoff: Some(&eb), timeout: Some(&t), ..Stack::default() });
+//! println!("{report}");
+//! assert!(report.failures().next().is_none());
+//! # }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, TokenCache};
+
+/// The parts of a client stack to check. Leave out what you don't use; build it with
+/// `..Stack::default()` so that fields added later do not break your code.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stack<'a> {
+    /// The token cache (taken from `auth` if only that is given).
+    pub tokens: Option<&'a TokenCache>,
+    /// The auth layer.
+    pub auth: Option<&'a AuthLayer>,
+    /// The Retry-After layer.
+    pub retry_after: Option<&'a RetryAfterLayer>,
+    /// The back-off layer.
+    pub exp_backoff: Option<&'a ExpBackoffLayer>,
+    /// The timeout layer.
+    pub timeout: Option<&'a TimeoutLayer>,
+}
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Follows the guidance.
+    Pass,
+    /// Works, but weaker than the guidance recommends.
+    Warn,
+    /// Goes against the guidance.
+    Fail,
+    /// Does not apply to this configuration.
+    NotApplicable,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+            Status::NotApplicable => "n/a",
+        })
+    }
+}
+
+/// One check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Check {
+    /// A stable id, e.g. `retry_floor`.
+    pub id: &'static str,
+    /// What is checked.
+    pub title: &'static str,
+    /// The outcome.
+    pub status: Status,
+    /// Why, for this configuration.
+    pub detail: String,
+}
+
+/// The checklist. `Display` prints it as a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResilienceReport {
+    checks: Vec<Check>,
+}
+
+impl ResilienceReport {
+    /// All checks, in a fixed order.
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    /// The check with `id`.
+    pub fn check(&self, id: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.id == id)
+    }
+
+    /// The failed checks.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.status == Status::Fail)
+    }
+}
+
+impl fmt::Display for ResilienceReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self.checks.iter().map(|c| c.title.len()).max().unwrap_or(5);
+        writeln!(f, "{:<width$}  {:<6} detail", "check", "status")?;
+        writeln!(f, "{:-<width$}  {:-<6} {:-<40}", "", "", "")?;
+        for c in &self.checks {
+            writeln!(
+                f,
+                "{:<width$}  {:<6} {}",
+                c.title,
+                c.status.to_string(),
+                c.detail
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Hosts the backup authentication system protects (seed: "Hostnames supported").
+const PROTECTED_HOSTS: [&str; 2] = ["login.microsoftonline.com", "login.microsoftonline.us"];
+/// The backup authentication system's minimum persistence of a native app's token cache.
+const MIN_RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
+/// The daemon guidance's floor for the first retry after a 5xx or a timeout.
+const MIN_FLOOR: Duration = Duration::from_secs(5);
+
+fn check(
+    id: &'static str,
+    title: &'static str,
+    status: Status,
+    detail: impl Into<String>,
+) -> Check {
+    Check {
+        id,
+        title,
+        status,
+        detail: detail.into(),
+    }
+}
+
+fn host_of(authority: &str) -> &str {
+    let rest = authority.split_once("://").map_or(authority, |(_, r)| r);
+    let host_port = rest.split(['/', '?']).next().unwrap_or(rest);
+    host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+}
+
+/// Checks `stack` against the guidance: managed identity or client credentials, an authority
+/// host protected by the backup authentication system, fixed scopes, a persistent cache of at
+/// least 3 days for refresh tokens, a retry floor of at least 5 s, Retry-After honoured,
+/// timeouts retried only after back-off, a retry budget, and token origins restricted.
+pub fn resilience_report(stack: &Stack<'_>) -> ResilienceReport {
+    let tokens = stack.tokens.or(stack.auth.map(AuthLayer::tokens));
+    let kind = tokens.map(|t| t.identity().kind);
+    let managed = kind.is_some_and(|k| k.starts_with("managed_identity"));
+    let public_client = kind == Some("refresh_token");
+    let mut checks = Vec::new();
+
+    checks.push(match kind {
+        None => check("credential", "credential source", Status::NotApplicable, "no token cache given"),
+        Some(_) if managed => check(
+            "credential",
+            "credential source",
+            Status::Pass,
+            "managed identity: no secret to rotate, protected by the backup authentication system",
+        ),
+        Some(k @ ("client_secret" | "client_certificate" | "workload_identity")) => check(
+            "credential",
+            "credential source",
+            Status::Warn,
+            format!("{k}: client credentials flow, not yet protected by the backup authentication system; prefer managed identity on Azure"),
+        ),
+        Some("refresh_token") => check(
+            "credential",
+            "credential source",
+            Status::Pass,
+            "public client acquiring silently with refresh tokens",
+        ),
+        Some(k) => check(
+            "credential",
+            "credential source",
+            Status::Warn,
+            format!("{k}: a custom source; make sure it caches by expires_in and never decodes tokens"),
+        ),
+    });
+
+    checks.push(match tokens {
+        None => check("authority_host", "authority host", Status::NotApplicable, "no token cache given"),
+        Some(_) if managed => check(
+            "authority_host",
+            "authority host",
+            Status::NotApplicable,
+            "managed identity endpoints are local to the host",
+        ),
+        Some(t) => {
+            let host = host_of(&t.identity().authority).to_ascii_lowercase();
+            if PROTECTED_HOSTS.contains(&host.as_str()) {
+                check("authority_host", "authority host", Status::Pass, format!("{host} is protected by the backup authentication system"))
+            } else {
+                check(
+                    "authority_host",
+                    "authority host",
+                    Status::Warn,
+                    format!("{host} is not a host the backup authentication system protects (login.microsoftonline.com, login.microsoftonline.us)"),
+                )
+            }
+        }
+    });
+
+    checks.push(match tokens {
+        None => check("fixed_scopes", "fixed scopes", Status::NotApplicable, "no token cache given"),
+        Some(t) if t.scopes().is_empty() => check("fixed_scopes", "fixed scopes", Status::Fail, "no scopes"),
+        Some(t) => check(
+            "fixed_scopes",
+            "fixed scopes",
+            Status::Pass,
+            format!("{} fixed when the cache was built; no dynamic consent, no password grant, no UserInfo", t.scopes().join(" ")),
+        ),
+    });
+
+    checks.push(match tokens {
+        Some(t) if public_client => match t.store_retention() {
+            Some(r) if r >= MIN_RETENTION => check(
+                "persistent_cache",
+                "persistent token cache >= 3 days",
+                Status::Pass,
+                format!("refresh tokens kept {} h", r.as_secs() / 3600),
+            ),
+            Some(r) => check(
+                "persistent_cache",
+                "persistent token cache >= 3 days",
+                Status::Fail,
+                format!("refresh tokens kept only {} h", r.as_secs() / 3600),
+            ),
+            None => check(
+                "persistent_cache",
+                "persistent token cache >= 3 days",
+                Status::Fail,
+                "a public client without a persistent store loses its refresh token on restart",
+            ),
+        },
+        _ => check(
+            "persistent_cache",
+            "persistent token cache >= 3 days",
+            Status::NotApplicable,
+            "only public clients (refresh tokens) need it",
+        ),
+    });
+
+    let floor = stack.exp_backoff.map(|b| b.backoff().initial());
+    let cache_floor = tokens.map(|t| t.backoff().initial());
+    checks.push(match (floor, cache_floor) {
+        (None, _) => check(
+            "retry_floor",
+            "5xx / timeouts: first retry >= 5 s",
+            Status::Warn,
+            "no ExpBackoffLayer: 5xx, timeouts and connection errors are not retried",
+        ),
+        (Some(f), c) if f < MIN_FLOOR || c.is_some_and(|c| c < MIN_FLOOR) => check(
+            "retry_floor",
+            "5xx / timeouts: first retry >= 5 s",
+            Status::Fail,
+            format!(
+                "first retry after {:?} (layer) / {:?} (token cache): below the 5 s the guidance asks for",
+                f,
+                c.unwrap_or(f)
+            ),
+        ),
+        (Some(f), _) => check(
+            "retry_floor",
+            "5xx / timeouts: first retry >= 5 s",
+            Status::Pass,
+            format!("first retry after {f:?}, x2, jitter only adds"),
+        ),
+    });
+
+    checks.push(match stack.retry_after {
+        Some(ra) => check(
+            "retry_after",
+            "Retry-After honoured",
+            Status::Pass,
+            format!("429/5xx waits honoured exactly, origin held, cap {:?}", ra.max_wait()),
+        ),
+        None if stack.exp_backoff.is_some() => check(
+            "retry_after",
+            "Retry-After honoured",
+            Status::Warn,
+            "no RetryAfterLayer: ExpBackoffLayer treats Retry-After as a lower bound, but other requests to the origin are not held",
+        ),
+        None => check("retry_after", "Retry-After honoured", Status::Fail, "no RetryAfterLayer: 429 and Retry-After are ignored"),
+    });
+
+    checks.push(match (stack.timeout, stack.exp_backoff) {
+        (Some(t), Some(_)) => check(
+            "timeouts",
+            "timeouts bounded, never retried at once",
+            Status::Pass,
+            format!(
+                "{:?} per attempt; a timed-out attempt waits the back-off",
+                t.timeout()
+            ),
+        ),
+        (Some(t), None) => check(
+            "timeouts",
+            "timeouts bounded, never retried at once",
+            Status::Warn,
+            format!(
+                "{:?} per attempt, but timed-out attempts are not retried",
+                t.timeout()
+            ),
+        ),
+        (None, _) => check(
+            "timeouts",
+            "timeouts bounded, never retried at once",
+            Status::Warn,
+            "no TimeoutLayer: a hanging server holds the caller as long as the client lets it",
+        ),
+    });
+
+    checks.push(match stack.exp_backoff.map(ExpBackoffLayer::budget) {
+        None => check(
+            "retry_budget",
+            "retry budget",
+            Status::NotApplicable,
+            "no ExpBackoffLayer",
+        ),
+        Some(Some(b)) => check(
+            "retry_budget",
+            "retry budget",
+            Status::Pass,
+            format!(
+                "retries <= {:.0} % of requests (plus a small floor)",
+                b.ratio() * 100.0
+            ),
+        ),
+        Some(None) => check(
+            "retry_budget",
+            "retry budget",
+            Status::Warn,
+            "no budget: a dependency that is down gets up to (1 + max retries) x the traffic",
+        ),
+    });
+
+    checks.push(match stack.auth {
+        None => check("token_origins", "token sent only to named origins", Status::NotApplicable, "no AuthLayer"),
+        Some(a) if a.is_restricted() => check(
+            "token_origins",
+            "token sent only to named origins",
+            Status::Pass,
+            "AuthLayer::allow_origins set",
+        ),
+        Some(_) => check(
+            "token_origins",
+            "token sent only to named origins",
+            Status::Warn,
+            "every origin the client calls gets the token; restrict it with AuthLayer::allow_origins",
+        ),
+    });
+
+    ResilienceReport { checks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::Backoff;
+    use crate::{CredentialIdentity, Error, TokenCredential, TokenRequest, TokenResponse};
+    use futures_util::future::{BoxFuture, FutureExt};
+
+    #[derive(Debug)]
+    struct Id(&'static str, &'static str);
+
+    impl TokenCredential for Id {
+        fn get_token<'a>(
+            &'a self,
+            _: &'a TokenRequest,
+        ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+            async { Ok(TokenResponse::new("t", Duration::from_secs(3600))) }.boxed()
+        }
+        fn identity(&self) -> CredentialIdentity {
+            CredentialIdentity::new(self.0, self.1)
+        }
+    }
+
+    fn cache(kind: &'static str, authority: &'static str) -> TokenCache {
+        TokenCache::new(Id(kind, authority), ["api://x/.default"])
+    }
+
+    fn status(stack: &Stack<'_>, id: &str) -> Status {
+        resilience_report(stack)
+            .check(id)
+            .map(|c| c.status)
+            .unwrap_or(Status::NotApplicable)
+    }
+
+    #[test]
+    fn o3_credential_source() {
+        let mi = cache("managed_identity/imds", "http://169.254.169.254");
+        let cs = cache("client_secret", "https://login.microsoftonline.com");
+        let custom = cache("mine", "https://login.microsoftonline.com");
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&mi),
+                    ..Stack::default()
+                },
+                "credential"
+            ),
+            Status::Pass
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&cs),
+                    ..Stack::default()
+                },
+                "credential"
+            ),
+            Status::Warn
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&custom),
+                    ..Stack::default()
+                },
+                "credential"
+            ),
+            Status::Warn
+        );
+        assert_eq!(
+            status(&Stack::default(), "credential"),
+            Status::NotApplicable
+        );
+    }
+
+    #[test]
+    fn o3_authority_host_protected_by_backup_auth() {
+        for (authority, want) in [
+            ("https://login.microsoftonline.com", Status::Pass),
+            ("https://LOGIN.microsoftonline.us:443/", Status::Pass),
+            ("https://login.chinacloudapi.cn", Status::Warn),
+            ("http://127.0.0.1:8080", Status::Warn),
+        ] {
+            let c = cache("client_secret", authority);
+            assert_eq!(
+                status(
+                    &Stack {
+                        tokens: Some(&c),
+                        ..Stack::default()
+                    },
+                    "authority_host"
+                ),
+                want,
+                "{authority}"
+            );
+        }
+        let mi = cache("managed_identity/imds", "http://169.254.169.254");
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&mi),
+                    ..Stack::default()
+                },
+                "authority_host"
+            ),
+            Status::NotApplicable
+        );
+    }
+
+    #[test]
+    fn o3_fixed_scopes() {
+        let c = cache("client_secret", "https://login.microsoftonline.com");
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&c),
+                    ..Stack::default()
+                },
+                "fixed_scopes"
+            ),
+            Status::Pass
+        );
+        let empty = TokenCache::new(Id("client_secret", "x"), Vec::<String>::new());
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&empty),
+                    ..Stack::default()
+                },
+                "fixed_scopes"
+            ),
+            Status::Fail
+        );
+    }
+
+    #[test]
+    fn o3_persistent_cache_for_refresh_tokens() {
+        #[derive(Debug, Clone)]
+        struct Persistent(Duration);
+        impl crate::TokenStore for Persistent {
+            fn load<'a>(
+                &'a self,
+                _: &'a str,
+            ) -> BoxFuture<'a, Result<Option<crate::StoredToken>, Error>> {
+                async { Ok(None) }.boxed()
+            }
+            fn save<'a>(
+                &'a self,
+                _: &'a str,
+                _: &'a crate::StoredToken,
+            ) -> BoxFuture<'a, Result<(), Error>> {
+                async { Ok(()) }.boxed()
+            }
+            fn remove<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+                async { Ok(()) }.boxed()
+            }
+            fn lock<'a>(
+                &'a self,
+                _: &'a str,
+                _: Duration,
+            ) -> BoxFuture<'a, Result<Option<crate::StoreLock>, Error>> {
+                async { Ok(None) }.boxed()
+            }
+            fn unlock<'a>(&'a self, _: &'a crate::StoreLock) -> BoxFuture<'a, Result<(), Error>> {
+                async { Ok(()) }.boxed()
+            }
+            fn persistent_retention(&self) -> Option<Duration> {
+                Some(self.0)
+            }
+        }
+        let with = |store: Option<Persistent>| {
+            let b = TokenCache::builder(
+                Id("refresh_token", "https://login.microsoftonline.com"),
+                ["s"],
+            );
+            match store {
+                Some(s) => b.store(s).build().unwrap(),
+                None => b.build().unwrap(),
+            }
+        };
+        let days = |d: u64| Duration::from_secs(d * 24 * 3600);
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&with(Some(Persistent(days(3))))),
+                    ..Stack::default()
+                },
+                "persistent_cache"
+            ),
+            Status::Pass
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&with(Some(Persistent(days(1))))),
+                    ..Stack::default()
+                },
+                "persistent_cache"
+            ),
+            Status::Fail
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&with(None)),
+                    ..Stack::default()
+                },
+                "persistent_cache"
+            ),
+            Status::Fail
+        );
+        let daemon = cache("client_secret", "https://login.microsoftonline.com");
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&daemon),
+                    ..Stack::default()
+                },
+                "persistent_cache"
+            ),
+            Status::NotApplicable
+        );
+    }
+
+    #[test]
+    fn o3_retry_floor_at_least_5s() {
+        let good = ExpBackoffLayer::default();
+        let fast = ExpBackoffLayer::builder()
+            .backoff(
+                Backoff::builder()
+                    .initial(Duration::from_secs(1))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert_eq!(
+            status(
+                &Stack {
+                    exp_backoff: Some(&good),
+                    ..Stack::default()
+                },
+                "retry_floor"
+            ),
+            Status::Pass
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    exp_backoff: Some(&fast),
+                    ..Stack::default()
+                },
+                "retry_floor"
+            ),
+            Status::Fail
+        );
+        assert_eq!(status(&Stack::default(), "retry_floor"), Status::Warn);
+        let fast_cache = TokenCache::builder(Id("client_secret", "x"), ["s"])
+            .backoff(
+                Backoff::builder()
+                    .initial(Duration::from_millis(100))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert_eq!(
+            status(
+                &Stack {
+                    exp_backoff: Some(&good),
+                    tokens: Some(&fast_cache),
+                    ..Stack::default()
+                },
+                "retry_floor"
+            ),
+            Status::Fail
+        );
+    }
+
+    #[test]
+    fn o3_retry_after_honoured() {
+        let ra = RetryAfterLayer::default();
+        let eb = ExpBackoffLayer::default();
+        assert_eq!(
+            status(
+                &Stack {
+                    retry_after: Some(&ra),
+                    ..Stack::default()
+                },
+                "retry_after"
+            ),
+            Status::Pass
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    exp_backoff: Some(&eb),
+                    ..Stack::default()
+                },
+                "retry_after"
+            ),
+            Status::Warn
+        );
+        assert_eq!(status(&Stack::default(), "retry_after"), Status::Fail);
+    }
+
+    #[test]
+    fn o3_timeouts_and_budget() {
+        let t = TimeoutLayer::new(Duration::from_secs(10));
+        let eb = ExpBackoffLayer::default();
+        let no_budget = ExpBackoffLayer::builder().budget(None).build().unwrap();
+        assert_eq!(
+            status(
+                &Stack {
+                    timeout: Some(&t),
+                    exp_backoff: Some(&eb),
+                    ..Stack::default()
+                },
+                "timeouts"
+            ),
+            Status::Pass
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    timeout: Some(&t),
+                    ..Stack::default()
+                },
+                "timeouts"
+            ),
+            Status::Warn
+        );
+        assert_eq!(status(&Stack::default(), "timeouts"), Status::Warn);
+        assert_eq!(
+            status(
+                &Stack {
+                    exp_backoff: Some(&eb),
+                    ..Stack::default()
+                },
+                "retry_budget"
+            ),
+            Status::Pass
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    exp_backoff: Some(&no_budget),
+                    ..Stack::default()
+                },
+                "retry_budget"
+            ),
+            Status::Warn
+        );
+    }
+
+    #[test]
+    fn o3_token_origins_restricted() {
+        let c = cache("client_secret", "https://login.microsoftonline.com");
+        let open = AuthLayer::new(c.clone());
+        let closed = AuthLayer::new(c)
+            .allow_origins(["https://api.example.com"])
+            .unwrap();
+        assert_eq!(
+            status(
+                &Stack {
+                    auth: Some(&open),
+                    ..Stack::default()
+                },
+                "token_origins"
+            ),
+            Status::Warn
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    auth: Some(&closed),
+                    ..Stack::default()
+                },
+                "token_origins"
+            ),
+            Status::Pass
+        );
+        // The cache is taken from the auth layer.
+        assert_eq!(
+            status(
+                &Stack {
+                    auth: Some(&closed),
+                    ..Stack::default()
+                },
+                "credential"
+            ),
+            Status::Warn
+        );
+    }
+
+    #[test]
+    fn o3_report_prints_as_a_table() {
+        let c = cache("managed_identity/imds", "http://169.254.169.254");
+        let auth = AuthLayer::new(c)
+            .allow_origins(["https://api.example.com"])
+            .unwrap();
+        let (ra, eb, t) = (
+            RetryAfterLayer::default(),
+            ExpBackoffLayer::default(),
+            TimeoutLayer::new(Duration::from_secs(10)),
+        );
+        let r = resilience_report(&Stack {
+            auth: Some(&auth),
+            retry_after: Some(&ra),
+            exp_backoff: Some(&eb),
+            timeout: Some(&t),
+            ..Stack::default()
+        });
+        assert_eq!(r.failures().count(), 0);
+        let text = r.to_string();
+        assert_eq!(text.lines().count(), 2 + r.checks().len());
+        assert!(
+            text.contains("retry budget") && text.contains("ok"),
+            "{text}"
+        );
+    }
+}
