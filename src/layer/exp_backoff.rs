@@ -18,7 +18,7 @@ use crate::Error;
 /// Retries 5xx, 408 and 429 responses without a retry header, connection errors and timed-out
 /// attempts with exponential back-off: the first retry at least 5 s after the failure, then
 /// ×2 up to 60 s, with jitter that only adds, at most 3 retries, within a retry budget (retries
-/// ≤ 20 % of requests over 10 s, plus 2 per second).
+/// ≤ 20 % of requests over 10 s, plus 1 per second).
 ///
 /// - A timed-out attempt is never retried at once: it waits the back-off delay like any other
 ///   failure. Non-idempotent requests (POST, PATCH) are not retried after a timeout or a

@@ -73,13 +73,13 @@ impl RetryBudget {
 }
 
 impl Default for RetryBudget {
-    /// Retries ≤ 20 % of requests over 10 s, plus 2 per second.
+    /// Retries ≤ 20 % of requests over 10 s, plus 1 per second.
     fn default() -> Self {
         RetryBudget {
-            inner: Arc::new(TpsBudget::new(Duration::from_secs(10), 2, 0.2)),
+            inner: Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.2)),
             window: Duration::from_secs(10),
             ratio: 0.2,
-            min_per_sec: 2,
+            min_per_sec: 1,
         }
     }
 }
