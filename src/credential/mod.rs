@@ -1,4 +1,17 @@
 //! Token sources. Each implements [`TokenCredential`]; a user's own source works the same way.
+//!
+//! # What is not here, by design (rule T8)
+//!
+//! - **Fixed scopes only.** A [`TokenCache`](crate::TokenCache) is built for one set of scopes;
+//!   there is no per-request ("dynamic") consent. The backup authentication system serves
+//!   applications that use a fixed set of scopes.
+//! - **No resource-owner password grant.** The backup authentication system will not support it
+//!   for any client type, and it puts a user's password in the application; use managed
+//!   identity, client credentials, workload identity, or a refresh token acquired interactively.
+//! - **No UserInfo call.** It costs up to two more network requests per sign-in and is not
+//!   covered by the backup authentication system; the claims a daemon needs are in the tokens
+//!   it already has (which this crate never decodes: the token's lifetime comes from
+//!   `expires_in`).
 
 use std::fmt;
 use std::sync::Arc;
