@@ -791,3 +791,19 @@ async fn a2_resend_can_be_switched_off_but_the_rejected_token_is_still_dropped()
         "the next request got a new token"
     );
 }
+
+#[test]
+fn t3_cached_outside_a_runtime_never_panics() {
+    let fake = Fake::new([Idp::Ok(Duration::from_secs(1))]);
+    let c = cache(&fake);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(c.token()).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // Past the refresh point, called from a thread with no runtime: the token is served and no
+    // background task is attempted.
+    assert!(c.cached().is_some());
+    assert_eq!(fake.calls(), 1);
+}

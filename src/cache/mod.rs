@@ -453,13 +453,21 @@ impl TokenCache {
                 None => {
                     let this = self.clone();
                     let e = entry.clone();
-                    let handle = tokio::spawn(async move { this.fetch(&e, accept).await });
-                    let f = async move {
-                        handle.await.unwrap_or_else(|join| {
-                            Err(Error::unavailable("token fetch task", join))
-                        })
+                    let fetch = async move { this.fetch(&e, accept).await };
+                    // On a Tokio runtime the fetch is its own task, so it completes (and fills
+                    // the cache) even if every caller waiting on it goes away.
+                    let f = match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => {
+                            let handle = rt.spawn(fetch);
+                            async move {
+                                handle.await.unwrap_or_else(|join| {
+                                    Err(Error::unavailable("token fetch task", join))
+                                })
+                            }
+                            .boxed()
+                        }
+                        Err(_) => fetch.boxed(),
                     }
-                    .boxed()
                     .shared();
                     *slot = Some(f.clone());
                     f
@@ -741,9 +749,15 @@ impl TokenCache {
         {
             return;
         }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // Not on a Tokio runtime: no background task; the token is refreshed by the first
+            // async `token()` call once it is no longer usable.
+            entry.refreshing.store(false, Ordering::Release);
+            return;
+        };
         bump(&self.inner.counters.refreshes);
         let this = self.clone();
-        tokio::spawn(async move {
+        rt.spawn(async move {
             this.refresh_loop(&entry).await;
             entry.refreshing.store(false, Ordering::Release);
         });
