@@ -16,6 +16,8 @@
 //! | feature | default | enables |
 //! | --- | --- | --- |
 //! | `reqwest` | yes | `reqwest_middleware::Middleware` impls; reqwest as the credentials' HTTP client |
+//! | `file-store` | no | `FileStore`: tokens in `0600` files, kept across restarts (native apps) |
+//! | `redis` | no | `RedisStore`: tokens shared by replicas through Redis, optionally encrypted |
 //! | `full` | no | everything |
 //!
 //! # Example
@@ -51,6 +53,12 @@ mod reqwest;
 pub mod retry;
 mod token;
 
+#[cfg(feature = "file-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
+pub use cache::file::FileStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use cache::redis::{RedisStore, RedisStoreBuilder};
 pub use cache::store::{MemoryStore, StoreLock, StoredToken, TokenStore};
 pub use cache::{CacheStats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "reqwest")]
