@@ -63,6 +63,9 @@ pub use cache::store::{MemoryStore, StoreLock, StoredToken, TokenStore};
 pub use cache::{CacheStats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use credential::refresh_token::{RefreshTokenCredential, RefreshTokenCredentialBuilder};
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use credential::{
     authority::AuthorityHost, client_certificate::ClientCertificateCredential,
     client_secret::ClientSecretCredential,

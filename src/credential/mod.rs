@@ -18,6 +18,9 @@ pub mod client_certificate;
 pub mod client_secret;
 #[cfg(feature = "reqwest")]
 pub(crate) mod http;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod refresh_token;
 
 /// What the cache asks a credential for: fixed scopes (rule T8) and, after a CAE challenge,
 /// the claims the resource demanded.
