@@ -89,6 +89,20 @@ impl Error {
         }
     }
 
+    /// `true` when only the user can help: the identity provider rejected the refresh token or
+    /// wants user interaction (`invalid_grant`, `interaction_required`, `login_required`,
+    /// `consent_required`), or a public client has no refresh token at all. Run an interactive
+    /// sign-in. (From a confidential client, `invalid_grant` means a bad assertion instead.)
+    pub fn needs_interaction(&self) -> bool {
+        match self {
+            Error::IdentityProvider { details, .. } => matches!(
+                details.error.as_str(),
+                "invalid_grant" | "interaction_required" | "login_required" | "consent_required"
+            ),
+            _ => false,
+        }
+    }
+
     /// `true` for failures that may go away by themselves (throttling, timeouts, an unreachable
     /// or failing identity provider); `false` for ones that need a change (bad credentials,
     /// bad configuration, a malformed response).

@@ -17,6 +17,8 @@
 //! | --- | --- | --- |
 //! | `reqwest` | yes | `reqwest_middleware::Middleware` impls; reqwest as the credentials' HTTP client |
 //! | `testkit` | yes | [`testkit::FakeIdentityProvider`]: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults (used by `cargo run --example daemon`) |
+//! | `file-store` | no | `FileStore`: tokens in `0600` files, kept across restarts (native apps) |
+//! | `redis` | no | `RedisStore`: tokens shared by replicas through Redis, optionally encrypted |
 //! | `full` | no | everything |
 //!
 //! # Example
@@ -56,8 +58,17 @@ pub mod retry;
 pub mod testkit;
 mod token;
 
+#[cfg(feature = "file-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
+pub use cache::file::FileStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use cache::redis::{RedisStore, RedisStoreBuilder};
 pub use cache::store::{MemoryStore, StoreLock, StoredToken, TokenStore};
 pub use cache::{CacheStats, TokenCache, TokenCacheBuilder};
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use credential::refresh_token::{RefreshTokenCredential, RefreshTokenCredentialBuilder};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use credential::{

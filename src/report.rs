@@ -583,6 +583,43 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "file-store")]
+    #[test]
+    fn o3_file_store_counts_as_a_persistent_cache() {
+        let dir = std::env::temp_dir().join(format!("ra-report-{}", fastrand::u64(..)));
+        let short = crate::FileStore::new(&dir).with_retention(Duration::from_secs(24 * 3600));
+        let long = crate::FileStore::new(&dir);
+        let build = |s: crate::FileStore| {
+            TokenCache::builder(
+                Id("refresh_token", "https://login.microsoftonline.com"),
+                ["s"],
+            )
+            .store(s)
+            .build()
+            .unwrap()
+        };
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&build(long)),
+                    ..Stack::default()
+                },
+                "persistent_cache"
+            ),
+            Status::Pass
+        );
+        assert_eq!(
+            status(
+                &Stack {
+                    tokens: Some(&build(short)),
+                    ..Stack::default()
+                },
+                "persistent_cache"
+            ),
+            Status::Fail
+        );
+    }
+
     #[test]
     fn o3_retry_floor_at_least_5s() {
         let good = ExpBackoffLayer::default();

@@ -25,6 +25,12 @@ use arc_swap::ArcSwapOption;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
+#[cfg(any(feature = "file-store", feature = "redis"))]
+pub(crate) mod codec;
+#[cfg(feature = "file-store")]
+pub(crate) mod file;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 pub(crate) mod store;
 
 use store::{stable_hash, unix_ms, StoreLock, StoredToken, TokenStore};

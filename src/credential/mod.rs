@@ -36,6 +36,9 @@ pub(crate) mod http;
 pub mod managed_identity;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod refresh_token;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod workload_identity;
 
 /// What the cache asks a credential for: fixed scopes (rule T8) and, after a CAE challenge,
