@@ -369,7 +369,11 @@ where
         if let Some(token) = tokens.cached() {
             req.headers_mut()
                 .insert(AUTHORIZATION, token.header_value().clone());
-            let backup = try_clone_request(&req);
+            let backup = if self.layer.resend {
+                try_clone_request(&req)
+            } else {
+                None
+            };
             let fut = inner.call(req);
             return ResponseFuture {
                 state: State::First {
