@@ -77,13 +77,14 @@ fn bench(c: &mut Criterion) {
     drive(&mut static_header, request(&uri));
     drive(&mut auth, request(&uri));
     drive(&mut auth_no_resend, request(&uri));
-    let mut check = AuthLayer::new(tokens.clone()).layer(tower::service_fn(
-        |req: Request<()>| async move {
+    let mut check =
+        AuthLayer::new(tokens.clone()).layer(tower::service_fn(|req: Request<()>| async move {
             assert!(req.headers()[AUTHORIZATION].is_sensitive());
-            assert!(req.headers()[AUTHORIZATION].as_bytes().starts_with(b"Bearer "));
+            assert!(req.headers()[AUTHORIZATION]
+                .as_bytes()
+                .starts_with(b"Bearer "));
             Ok::<_, Infallible>(Response::new(()))
-        },
-    ));
+        }));
     drive(&mut check, request(&uri));
 
     let mut g = c.benchmark_group("b1_auth_hot_path");

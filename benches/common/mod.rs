@@ -46,10 +46,7 @@ impl TokenCredential for Counting {
             if !self.latency.is_zero() {
                 tokio::time::sleep(self.latency).await;
             }
-            Ok(TokenResponse::new(
-                fake_token(n),
-                Duration::from_secs(3600),
-            ))
+            Ok(TokenResponse::new(fake_token(n), Duration::from_secs(3600)))
         }
         .boxed()
     }
