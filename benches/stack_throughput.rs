@@ -2,9 +2,9 @@
 //! `ExpBackoffLayer`, `AuthLayer` with a warm cache, `TimeoutLayer`) against bare `reqwest` and
 //! `reqwest-middleware` with no middleware (and, for reference, with reqwest-retry's default).
 //!
-//! One iteration is 32 concurrent GETs (`join_all`) to an in-process hyper 1 server answering
-//! 200 with a small body, each body read to the end, on a 2-worker multi-thread tokio runtime
-//! that also runs the server. Every variant sends the same `Authorization` header: the
+//! One iteration is 3,200 GETs from 32 tasks (32 in flight at any time, 100 in turn per task) to
+//! an in-process hyper 1 server answering 200 with a small body, each body read to the end, on
+//! a 2-worker multi-thread tokio runtime that also runs the server. Every variant sends the same `Authorization` header: the
 //! baselines as a static default header, the layered clients from `AuthLayer`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,11 +12,11 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use futures_util::future::join_all;
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -27,7 +27,8 @@ use reqwest_retry::RetryTransientMiddleware;
 use resilient_auth::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, TokenCache};
 use tokio::net::TcpListener;
 
-const CONCURRENCY: usize = 32;
+const TASKS: usize = 32;
+const PER_TASK: usize = 100;
 const BODY: &[u8] = br#"{"data":"ok"}"#;
 
 async fn serve() -> SocketAddr {
@@ -52,22 +53,42 @@ async fn serve() -> SocketAddr {
     addr
 }
 
-async fn batch_bare(client: &reqwest::Client, url: &str) {
-    let calls = (0..CONCURRENCY).map(|_| async {
-        let resp = client.get(url).send().await.unwrap();
-        assert!(resp.status().is_success());
-        assert_eq!(resp.bytes().await.unwrap().len(), BODY.len());
-    });
-    join_all(calls).await;
+/// One request, its body read to the end.
+trait Get: Clone + Send + Sync + 'static {
+    fn get_ok(&self, url: &str) -> impl std::future::Future<Output = ()> + Send;
 }
 
-async fn batch_mw(client: &ClientWithMiddleware, url: &str) {
-    let calls = (0..CONCURRENCY).map(|_| async {
-        let resp = client.get(url).send().await.unwrap();
+impl Get for reqwest::Client {
+    async fn get_ok(&self, url: &str) {
+        let resp = self.get(url).send().await.unwrap();
         assert!(resp.status().is_success());
         assert_eq!(resp.bytes().await.unwrap().len(), BODY.len());
-    });
-    join_all(calls).await;
+    }
+}
+
+impl Get for ClientWithMiddleware {
+    async fn get_ok(&self, url: &str) {
+        let resp = self.get(url).send().await.unwrap();
+        assert!(resp.status().is_success());
+        assert_eq!(resp.bytes().await.unwrap().len(), BODY.len());
+    }
+}
+
+/// One iteration: `TASKS` tasks on the runtime, each sending `PER_TASK` requests in turn.
+async fn batch<C: Get>(client: &C, url: &Arc<str>) {
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                for _ in 0..PER_TASK {
+                    client.get_ok(&url).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -78,7 +99,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let addr = rt.block_on(serve());
     let origin = format!("http://{addr}");
-    let url = format!("{origin}/api/data");
+    let url: Arc<str> = format!("{origin}/api/data").into();
 
     let credential = common::Counting::new(Duration::ZERO);
     let tokens = TokenCache::new(credential.clone(), ["https://api.example.com/.default"]);
@@ -135,21 +156,22 @@ fn bench(c: &mut Criterion) {
     assert!(sent.contains("authorization: bearer "), "{sent}");
 
     let mut g = c.benchmark_group("b2_stack_throughput");
-    g.throughput(Throughput::Elements(CONCURRENCY as u64));
+    g.throughput(Throughput::Elements((TASKS * PER_TASK) as u64));
+    g.sample_size(20).sampling_mode(SamplingMode::Flat);
     g.bench_function("a_reqwest", |b| {
-        b.iter(|| rt.block_on(batch_bare(&reqwest, &url)))
+        b.iter(|| rt.block_on(batch(&reqwest, &url)))
     });
     g.bench_function("b_middleware_none", |b| {
-        b.iter(|| rt.block_on(batch_mw(&none, &url)))
+        b.iter(|| rt.block_on(batch(&none, &url)))
     });
     g.bench_function("c_four_layers", |b| {
-        b.iter(|| rt.block_on(batch_mw(&four, &url)))
+        b.iter(|| rt.block_on(batch(&four, &url)))
     });
     g.bench_function("d_reqwest_retry_default", |b| {
-        b.iter(|| rt.block_on(batch_mw(&retry, &url)))
+        b.iter(|| rt.block_on(batch(&retry, &url)))
     });
     // Where the cost of the four is: each layer alone.
-    let alone: [(&str, ClientWithMiddleware); 4] = [
+    let alone: [(&str, ClientWithMiddleware); 5] = [
         (
             "e_retry_after_only",
             ClientBuilder::new(reqwest.clone())
@@ -173,6 +195,17 @@ fn bench(c: &mut Criterion) {
                 .build(),
         ),
         (
+            "g2_auth_only_no_resend",
+            ClientBuilder::new(plain.clone())
+                .with(
+                    AuthLayer::new(tokens.clone())
+                        .resend_on_challenge(false)
+                        .allow_origins([&origin])
+                        .unwrap(),
+                )
+                .build(),
+        ),
+        (
             "h_timeout_only",
             ClientBuilder::new(reqwest.clone())
                 .with(TimeoutLayer::new(Duration::from_secs(10)))
@@ -180,7 +213,7 @@ fn bench(c: &mut Criterion) {
         ),
     ];
     for (name, client) in &alone {
-        g.bench_function(*name, |b| b.iter(|| rt.block_on(batch_mw(client, &url))));
+        g.bench_function(*name, |b| b.iter(|| rt.block_on(batch(client, &url))));
     }
     g.finish();
     assert_eq!(credential.calls(), 1, "the cache stayed warm");
