@@ -807,3 +807,27 @@ fn t3_cached_outside_a_runtime_never_panics() {
     assert!(c.cached().is_some());
     assert_eq!(fake.calls(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a2_resend_switched_off_also_holds_with_a_warm_cache() {
+    let fake = Fake::new([]);
+    let tokens = cache(&fake);
+    tokens.token().await.unwrap();
+    let api = Api::default().then(401, Some(r#"Bearer error="invalid_token""#));
+    let layer = AuthLayer::new(tokens.clone()).resend_on_challenge(false);
+    let svc = ServiceBuilder::new().layer(layer).service(api.service());
+    let resp = svc
+        .clone()
+        .oneshot(get("https://api.test/a"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "returned to the caller, not resent");
+    assert_eq!(api.seen().len(), 1);
+    assert_eq!(fake.calls(), 1, "no new token fetched for a resend");
+    svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(
+        api.seen()[1].as_deref(),
+        Some("Bearer token-2"),
+        "the rejected token was dropped"
+    );
+}

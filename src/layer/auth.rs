@@ -69,6 +69,13 @@ impl Origin {
         Ok(Origin::new(scheme, host, uri.port_u16()))
     }
 
+    /// Whether a request's scheme, host (without brackets) and port are this origin.
+    fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.port == port
+            && self.scheme.eq_ignore_ascii_case(scheme)
+            && self.host.eq_ignore_ascii_case(host)
+    }
+
     fn new(scheme: &str, host: &str, port: Option<u16>) -> Origin {
         let scheme = scheme.to_ascii_lowercase();
         let port = port.unwrap_or(if scheme == "http" { 80 } else { 443 });
@@ -141,24 +148,27 @@ impl AuthLayer {
         &self.tokens
     }
 
+    /// Decides for one request without allocating (this runs on every request).
     fn target(&self, scheme: &str, host: &str, port: Option<u16>, has_auth: bool) -> Target {
         if has_auth {
             return Target::Skip;
         }
-        let origin = Origin::new(scheme, host, port);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let http = scheme.eq_ignore_ascii_case("http");
         if let Some(allowed) = &self.origins {
-            if !allowed.contains(&origin) {
+            let port = port.unwrap_or(if http { 80 } else { 443 });
+            if !allowed.iter().any(|o| o.matches(scheme, host, port)) {
                 return Target::Skip;
             }
         }
-        match origin.scheme.as_str() {
-            "https" => Target::Attach,
-            "http" if is_loopback(&origin.host) => Target::Attach,
-            _ => Target::Refuse(Error::config(format!(
-                "refusing to send a bearer token over {}:// to non-loopback host {}",
-                origin.scheme, origin.host
-            ))),
+        if scheme.eq_ignore_ascii_case("https") || (http && is_loopback(host)) {
+            return Target::Attach;
         }
+        Target::Refuse(Error::config(format!(
+            "refusing to send a bearer token over {}:// to non-loopback host {}",
+            scheme.to_ascii_lowercase(),
+            host.to_ascii_lowercase()
+        )))
     }
 
     pub(crate) fn resends(&self) -> bool {
@@ -369,7 +379,11 @@ where
         if let Some(token) = tokens.cached() {
             req.headers_mut()
                 .insert(AUTHORIZATION, token.header_value().clone());
-            let backup = try_clone_request(&req);
+            let backup = if self.layer.resend {
+                try_clone_request(&req)
+            } else {
+                None
+            };
             let fut = inner.call(req);
             return ResponseFuture {
                 state: State::First {
