@@ -107,13 +107,29 @@ impl Script {
     }
 }
 
-/// Captures `tracing` output (all levels) into a buffer.
+/// Captures `tracing` output (all levels) of the current thread into a buffer.
+///
+/// One global subscriber (installed once per test binary) writes into the buffer of whichever
+/// thread emitted the event. A thread-local `set_default` subscriber would race with tracing's
+/// callsite-interest cache when other tests run concurrently (a callsite first hit on another
+/// thread is cached as "never interested"), and miss events.
 #[derive(Clone, Default)]
 pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
 
-impl Write for Capture {
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the current thread's capture, if any.
+struct ThreadWriter;
+
+impl Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CURRENT.with(|c| {
+            if let Some(cap) = c.borrow().as_ref() {
+                cap.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -121,10 +137,12 @@ impl Write for Capture {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+/// Stops capturing on this thread when dropped.
+pub struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = None);
     }
 }
 
@@ -133,13 +151,18 @@ impl Capture {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 
-    /// Installs this capture as the default subscriber for the returned guard's lifetime.
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let sub = tracing_subscriber::fmt()
-            .with_writer(self.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(sub)
+    /// Captures this thread's events until the guard is dropped.
+    pub fn install(&self) -> CaptureGuard {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let sub = tracing_subscriber::fmt()
+                .with_writer(|| ThreadWriter)
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(sub).expect("no other global subscriber");
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        CaptureGuard
     }
 }
