@@ -82,14 +82,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The gate key of an origin: scheme, host (ASCII case-insensitive) and port.
 pub(crate) fn origin_key(scheme: &str, host: &str, port: Option<u16>) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
-    scheme.to_ascii_lowercase().hash(&mut h);
-    for b in host.bytes() {
-        b.to_ascii_lowercase().hash(&mut h);
+    for b in scheme.bytes().chain([b':']).chain(host.bytes()) {
+        h.write_u8(b.to_ascii_lowercase());
     }
-    let port = port.unwrap_or(match scheme {
-        "https" => 443,
-        "http" => 80,
-        _ => 0,
+    let port = port.unwrap_or(if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else if scheme.eq_ignore_ascii_case("http") {
+        80
+    } else {
+        0
     });
     port.hash(&mut h);
     h.finish()
