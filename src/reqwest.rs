@@ -5,6 +5,7 @@
 //! `err.downcast_ref::<resilient_auth::Error>()` on the inner `anyhow::Error`.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use http::{Extensions, HeaderMap, StatusCode};
@@ -90,61 +91,87 @@ fn reqwest_ctx(req: &Request, extensions: &mut Extensions, is_retry_after: bool)
     }
 }
 
-async fn handle_retry<P: RetryPolicy>(
+/// The boxed future a middleware returns (what `#[async_trait]` would produce).
+type HandleFuture<'a> =
+    Pin<Box<dyn Future<Output = reqwest_middleware::Result<Response>> + Send + 'a>>;
+
+// The `Middleware` impls below are written out instead of with `#[async_trait]`: the
+// synchronous preparation happens before the future is built, so the one allocation per call
+// and layer holds only what must live across the await (and stays on the allocator's fast path).
+
+fn handle_retry<'a, P: RetryPolicy>(
     policy: &P,
     is_retry_after: bool,
     req: Request,
-    extensions: &mut Extensions,
-    next: Next<'_>,
-) -> reqwest_middleware::Result<Response> {
+    extensions: &'a mut Extensions,
+    next: Next<'a>,
+) -> HandleFuture<'a> {
     let ctx = reqwest_ctx(&req, extensions, is_retry_after);
     policy.on_call();
     let transport = ReqwestTransport { next, extensions };
-    driver::run(policy.clone(), transport, req, ctx).await
+    Box::pin(driver::run(policy.clone(), transport, req, ctx))
 }
 
-#[async_trait::async_trait]
 impl Middleware for RetryAfterLayer {
-    async fn handle(
-        &self,
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
         req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
-        handle_retry(self, true, req, extensions, next).await
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> HandleFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        handle_retry(self, true, req, extensions, next)
     }
 }
 
-#[async_trait::async_trait]
 impl Middleware for ExpBackoffLayer {
-    async fn handle(
-        &self,
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
         req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
-        handle_retry(self, false, req, extensions, next).await
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> HandleFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        handle_retry(self, false, req, extensions, next)
     }
 }
 
-#[async_trait::async_trait]
 impl Middleware for TimeoutLayer {
-    async fn handle(
-        &self,
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
         req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> HandleFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
         let after = self.timeout();
-        match tokio::time::timeout(after, next.run(req, extensions)).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(after_ms = after.as_millis() as u64, "attempt timed out");
-                Err(reqwest_middleware::Error::middleware(Error::Timeout {
-                    after,
-                }))
+        let attempt = tokio::time::timeout(after, next.run(req, extensions));
+        Box::pin(async move {
+            match attempt.await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(after_ms = after.as_millis() as u64, "attempt timed out");
+                    Err(reqwest_middleware::Error::middleware(Error::Timeout {
+                        after,
+                    }))
+                }
             }
-        }
+        })
     }
 }
 
@@ -152,38 +179,53 @@ fn middleware_error(e: Error) -> reqwest_middleware::Error {
     reqwest_middleware::Error::middleware(e)
 }
 
-#[async_trait::async_trait]
 impl Middleware for AuthLayer {
-    async fn handle(
-        &self,
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
         mut req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> HandleFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
         match self.target_of_url(req.url(), req.headers()).into_result() {
-            Err(e) => return Err(middleware_error(e)),
-            Ok(false) => return next.run(req, extensions).await,
+            Err(e) => return Box::pin(std::future::ready(Err(middleware_error(e)))),
+            Ok(false) => return next.run(req, extensions),
             Ok(true) => {}
         }
         let tokens = self.tokens();
-        let token = match tokens.cached() {
-            Some(t) => t,
-            None => token_for(tokens, extensions.get::<Deadline>().copied())
-                .await
-                .map_err(middleware_error)?,
-        };
-        req.headers_mut()
-            .insert(http::header::AUTHORIZATION, token.header_value().clone());
-        let mut transport = ReqwestTransport { next, extensions };
-        send_with_challenge(
-            tokens,
-            &mut transport,
-            req,
-            token,
-            None,
-            self.resends(),
-            middleware_error,
-        )
-        .await
+        let resend = self.resends();
+        match tokens.cached() {
+            Some(token) => {
+                req.headers_mut()
+                    .insert(http::header::AUTHORIZATION, token.header_value().clone());
+                let transport = ReqwestTransport { next, extensions };
+                Box::pin(send_with_challenge(
+                    tokens,
+                    transport,
+                    req,
+                    token,
+                    resend,
+                    middleware_error,
+                ))
+            }
+            None => {
+                let deadline = extensions.get::<Deadline>().copied();
+                Box::pin(async move {
+                    let token = token_for(tokens, deadline)
+                        .await
+                        .map_err(middleware_error)?;
+                    req.headers_mut()
+                        .insert(http::header::AUTHORIZATION, token.header_value().clone());
+                    let transport = ReqwestTransport { next, extensions };
+                    send_with_challenge(tokens, transport, req, token, resend, middleware_error)
+                        .await
+                })
+            }
+        }
     }
 }

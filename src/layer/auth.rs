@@ -250,24 +250,48 @@ pub struct Auth<S> {
 }
 
 /// Sends `req` with `token`, and on an actionable 401 challenge fetches the right token and
-/// resends once (the slow path, shared by both stacks). With `first`, `req` is the copy of a
-/// request already sent and `first` its result.
+/// resends once (shared by both stacks). Only a 401 takes the (boxed) slow path.
 pub(crate) async fn send_with_challenge<T: Transport>(
     tokens: &TokenCache,
-    transport: &mut T,
+    mut transport: T,
     req: T::Req,
     token: AccessToken,
-    first: Option<Result<T::Resp, T::Err>>,
     resend: bool,
     to_err: fn(Error) -> T::Err,
 ) -> Result<T::Resp, T::Err> {
-    let (backup, result) = match first {
-        Some(result) => (Some(req), result),
-        None => {
-            let backup = if resend { T::try_clone(&req) } else { None };
-            (backup, transport.send(req).await)
-        }
+    // Boxed, so the future of every call holds a pointer, not a second request.
+    let backup = if resend {
+        T::try_clone(&req).map(Box::new)
+    } else {
+        None
     };
+    let result = transport.send(req).await;
+    let challenged = matches!(&result, Ok(resp) if T::head(resp).0 == StatusCode::UNAUTHORIZED);
+    if !challenged {
+        return result;
+    }
+    Box::pin(answer_challenge(
+        tokens,
+        &mut transport,
+        backup.map(|b| *b),
+        token,
+        result,
+        resend,
+        to_err,
+    ))
+    .await
+}
+
+/// After a 401: reads the challenge, fetches the token it asks for and resends `backup` once.
+pub(crate) async fn answer_challenge<T: Transport>(
+    tokens: &TokenCache,
+    transport: &mut T,
+    backup: Option<T::Req>,
+    token: AccessToken,
+    result: Result<T::Resp, T::Err>,
+    resend: bool,
+    to_err: fn(Error) -> T::Err,
+) -> Result<T::Resp, T::Err> {
     let Ok(resp) = &result else { return result };
     let (status, headers, _) = T::head(resp);
     if status != StatusCode::UNAUTHORIZED {
@@ -405,11 +429,8 @@ where
                 .map_err(|e| Box::new(e) as BoxError)?;
             req.headers_mut()
                 .insert(AUTHORIZATION, token.header_value().clone());
-            let mut t = TowerTransport::new(inner);
-            send_with_challenge(&tokens, &mut t, req, token, None, resend, |e| {
-                Box::new(e) as BoxError
-            })
-            .await
+            let t = TowerTransport::new(inner);
+            send_with_challenge(&tokens, t, req, token, resend, |e| Box::new(e) as BoxError).await
         };
         ResponseFuture {
             state: State::Slow { fut: Box::pin(fut) },
@@ -486,12 +507,12 @@ where
                     };
                     let fut = async move {
                         let mut t = TowerTransport::new(rest.svc);
-                        send_with_challenge(
+                        answer_challenge(
                             &rest.tokens,
                             &mut t,
-                            backup,
+                            Some(backup),
                             rest.token,
-                            Some(result),
+                            result,
                             true,
                             |e| Box::new(e) as BoxError,
                         )

@@ -192,13 +192,24 @@ pub async fn run<P: RetryPolicy, T: Transport>(
     req: T::Req,
     ctx: CallCtx,
 ) -> Result<T::Resp, T::Err> {
-    if let Err(wait) = wait_for_gate(&policy, &ctx).await {
-        return Err(T::throttled(wait));
+    if policy.held_until(&ctx).is_some() {
+        // Rare: the origin is held. Waiting is boxed so the common call's future stays small.
+        if let Err(wait) = Box::pin(wait_for_gate(&policy, &ctx)).await {
+            return Err(T::throttled(wait));
+        }
     }
-    let backup = T::try_clone(&req);
+    // Boxed: the future of every call holds the request once (as its argument) and a pointer to
+    // the copy, which keeps it small enough for the allocator's fast path.
+    let backup = T::try_clone(&req).map(Box::new);
     let result = transport.send(req).await;
     let decision = policy.decide(&ctx, 0, outcome::<T>(&result), Instant::now());
-    resume(policy, transport, ctx, backup, result, decision).await
+    if decision == Decision::Done {
+        return finish_first::<T>(result);
+    }
+    let backup = backup.map(|b| *b);
+    // The retry loop is boxed, so the future of every call stays small (a few hundred bytes
+    // instead of over 2 KB): calls that need no retry never pay for the loop's state.
+    Box::pin(resume(policy, transport, ctx, backup, result, decision)).await
 }
 
 /// Carries on after an attempt whose result and decision are known.
