@@ -376,8 +376,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         match self
             .layer
             .target_of_uri(req.uri(), req.headers())
@@ -393,7 +391,7 @@ where
             Ok(false) => {
                 return ResponseFuture {
                     state: State::Pass {
-                        fut: inner.call(req),
+                        fut: self.inner.call(req),
                     },
                 }
             }
@@ -403,24 +401,41 @@ where
         if let Some(token) = tokens.cached() {
             req.headers_mut()
                 .insert(AUTHORIZATION, token.header_value().clone());
-            let backup = if self.layer.resend {
-                try_clone_request(&req)
-            } else {
-                None
+            // Only a possible resend needs a copy of the request and a service to send it with.
+            let (backup, svc) = match self.layer.resend {
+                true => (try_clone_request(&req), Some(self.take_ready())),
+                false => (None, None),
             };
-            let fut = inner.call(req);
+            let fut = match svc {
+                Some(mut svc) => {
+                    let fut = svc.call(req);
+                    return ResponseFuture {
+                        state: State::First {
+                            fut,
+                            rest: Some(Rest {
+                                svc: Some(svc),
+                                backup,
+                                token,
+                                tokens,
+                            }),
+                        },
+                    };
+                }
+                None => self.inner.call(req),
+            };
             return ResponseFuture {
                 state: State::First {
                     fut,
                     rest: Some(Rest {
-                        svc: inner,
-                        backup,
+                        svc: None,
+                        backup: None,
                         token,
                         tokens,
                     }),
                 },
             };
         }
+        let inner = self.take_ready();
         let deadline = req.extensions().get::<Deadline>().copied();
         let resend = self.layer.resend;
         let fut = async move {
@@ -438,8 +453,17 @@ where
     }
 }
 
+impl<S: Clone> Auth<S> {
+    /// The service `poll_ready` readied, leaving a fresh clone in its place (tower's pattern for
+    /// services used after `call` returns).
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+}
+
 struct Rest<S, B> {
-    svc: S,
+    svc: Option<S>,
     backup: Option<Request<B>>,
     token: AccessToken,
     tokens: TokenCache,
@@ -499,14 +523,14 @@ where
                     if !needs_resend {
                         return Poll::Ready(result);
                     }
-                    let Some(backup) = rest.backup else {
+                    let (Some(backup), Some(svc)) = (rest.backup, rest.svc) else {
                         if let Ok(resp) = &result {
                             forget_rejected(&rest.tokens, &rest.token, resp.headers());
                         }
                         return Poll::Ready(result);
                     };
                     let fut = async move {
-                        let mut t = TowerTransport::new(rest.svc);
+                        let mut t = TowerTransport::new(svc);
                         answer_challenge(
                             &rest.tokens,
                             &mut t,
