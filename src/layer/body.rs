@@ -11,17 +11,41 @@ pub trait TryCloneBody: Sized {
     fn try_clone_body(&self) -> Option<Self>;
 }
 
-macro_rules! clone_bodies {
-    ($($t:ty),*) => {$(
-        impl TryCloneBody for $t {
-            fn try_clone_body(&self) -> Option<Self> {
-                Some(self.clone())
-            }
-        }
-    )*};
+impl TryCloneBody for () {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
 }
 
-clone_bodies!((), String, Vec<u8>, Bytes, &'static str, &'static [u8]);
+impl TryCloneBody for String {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl TryCloneBody for Vec<u8> {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl TryCloneBody for Bytes {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl TryCloneBody for &'static str {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl TryCloneBody for &'static [u8] {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
 
 impl<D: Clone> TryCloneBody for http_body_util::Full<D> {
     fn try_clone_body(&self) -> Option<Self> {
