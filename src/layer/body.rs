@@ -13,7 +13,7 @@ pub trait TryCloneBody: Sized {
 
 impl TryCloneBody for () {
     fn try_clone_body(&self) -> Option<Self> {
-        Some(self.clone())
+        Some(())
     }
 }
 
