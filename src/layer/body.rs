@@ -37,13 +37,13 @@ impl TryCloneBody for Bytes {
 
 impl TryCloneBody for &'static str {
     fn try_clone_body(&self) -> Option<Self> {
-        Some(self.clone())
+        Some(*self)
     }
 }
 
 impl TryCloneBody for &'static [u8] {
     fn try_clone_body(&self) -> Option<Self> {
-        Some(self.clone())
+        Some(*self)
     }
 }
 
