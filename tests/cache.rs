@@ -831,3 +831,63 @@ async fn a2_resend_switched_off_also_holds_with_a_warm_cache() {
         "the rejected token was dropped"
     );
 }
+
+/// O1: token fetches (source, lifetime), failed requests, throttle holds and give-ups are
+/// `tracing` events, and none carries a token.
+#[tokio::test(start_paused = true)]
+async fn o1_fetches_failures_holds_and_give_ups_are_traced_without_secrets() {
+    use resilient_auth::RetryAfterLayer;
+    let capture = common::Capture::default();
+    let _g = capture.install();
+
+    // Cache: a failed request, then a fetch.
+    let fake = Fake::new([unavailable()]);
+    let c = cache(&fake);
+    assert!(c.token().await.is_err());
+    tokio::time::advance(Duration::from_secs(7)).await;
+    let token = c.token().await.unwrap();
+
+    // Layer: a 429 holds the origin (a second request is held), then a give-up above the cap.
+    let api = Api::default();
+    let mut throttled = Response::new(String::new());
+    *throttled.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    throttled
+        .headers_mut()
+        .insert("retry-after", "3".parse().unwrap());
+    api.script.lock().unwrap().push_back(throttled);
+    let svc = ServiceBuilder::new()
+        .layer(RetryAfterLayer::default())
+        .service(api.service());
+    let first = tokio::spawn(svc.clone().oneshot(get("https://api.test/a")));
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    svc.clone()
+        .oneshot(get("https://api.test/b"))
+        .await
+        .unwrap();
+    first.await.unwrap().unwrap();
+    let mut long = Response::new(String::new());
+    *long.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    long.headers_mut()
+        .insert("retry-after", "3600".parse().unwrap());
+    api.script.lock().unwrap().push_back(long);
+    let other = ServiceBuilder::new()
+        .layer(RetryAfterLayer::default())
+        .service(api.service());
+    other.oneshot(get("https://other.test/a")).await.unwrap();
+
+    let log = capture.text();
+    for needle in [
+        "token request failed",
+        "source=\"fake\"",
+        "token fetched",
+        "lifetime_s=3600",
+        "origin throttled; holding request",
+        "retrying",
+        "giving up",
+        "retry-after exceeds the cap",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?} in:\n{log}");
+    }
+    assert!(!log.contains(token.secret()), "{log}");
+}
