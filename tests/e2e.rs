@@ -313,7 +313,7 @@ async fn e2e_tower_stack_hyper_util_connect_error_backs_off() {
 }
 
 /// Issue #3: all four layers on reqwest-middleware, wiremock as identity provider and API, an
-/// identity-provider outage while a token is cached (compressed time: a 6 s token, a 2 s outage
+/// identity-provider outage while a token is cached (compressed time: a 4 s token, a 1.2 s outage
 /// over its refresh point): no API call fails.
 #[tokio::test]
 async fn e2e_t5_identity_provider_outage_while_token_cached_fails_no_api_call() {
@@ -330,8 +330,8 @@ async fn e2e_t5_identity_provider_outage_while_token_cached_fails_no_api_call() 
             let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
             ResponseTemplate::new(200).set_body_json(serde_json::json!({
                 "token_type": "Bearer",
-                "expires_in": "6",
-                "ext_expires_in": "6",
+                "expires_in": "4",
+                "ext_expires_in": "4",
                 "access_token": format!("tok-{n}"),
             }))
         }
@@ -391,10 +391,10 @@ async fn e2e_t5_identity_provider_outage_while_token_cached_fails_no_api_call() 
     let t0 = Instant::now();
     let (mut ok, mut failed) = (0, 0);
     let mut bodies = Vec::new();
-    while t0.elapsed() < Duration::from_millis(6500) {
+    while t0.elapsed() < Duration::from_millis(4300) {
         let at = t0.elapsed();
         down.store(
-            at >= Duration::from_millis(2500) && at < Duration::from_millis(4500),
+            at >= Duration::from_millis(1600) && at < Duration::from_millis(2800),
             Ordering::SeqCst,
         );
         match client.get(format!("{}/data", api.uri())).send().await {
