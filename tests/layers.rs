@@ -298,10 +298,11 @@ async fn r3_alone_treats_retry_after_as_a_lower_bound() {
 
 #[tokio::test(start_paused = true)]
 async fn r3_stacked_each_response_is_retried_by_exactly_one_layer() {
-    // Recommended order: RetryAfter outside ExpBackoff.
+    // Recommended order: RetryAfter outside ExpBackoff (its retries bounded by a count of 3
+    // here; by default only the total wait bounds them, see r10_*).
     let script = Script::default().then_always(with_header(503, "retry-after", "2"));
     let svc = ServiceBuilder::new()
-        .layer(RetryAfterLayer::default())
+        .layer(ra_3_retries())
         .layer(no_jitter())
         .service(script.service());
     let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
@@ -322,7 +323,7 @@ async fn r3_stacked_each_response_is_retried_by_exactly_one_layer() {
     let script = Script::default().then_always(with_header(503, "retry-after", "2"));
     let svc = ServiceBuilder::new()
         .layer(no_jitter())
-        .layer(RetryAfterLayer::default())
+        .layer(ra_3_retries())
         .service(script.service());
     svc.oneshot(get("https://api.test/a")).await.unwrap();
     assert_eq!(script.count(), 4);
@@ -336,6 +337,10 @@ async fn r3_stacked_each_response_is_retried_by_exactly_one_layer() {
     let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
     assert_eq!(script.count(), 4);
     assert_eq!(attempts(&resp), 4);
+}
+
+fn ra_3_retries() -> RetryAfterLayer {
+    RetryAfterLayer::builder().max_retries(3).build().unwrap()
 }
 
 // ---------- R4: timeouts ----------
