@@ -1049,7 +1049,10 @@ async fn t12_an_identity_provider_retry_after_holds_claims_requests_too() {
     let fake = Fake::new([throttled_for(Duration::from_secs(30))]);
     let c = cache(&fake);
     assert!(c.token().await.is_err());
-    let e = c.token_with_claims(r#"{"access_token":{}}"#).await.unwrap_err();
+    let e = c
+        .token_with_claims(r#"{"access_token":{}}"#)
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Throttled { .. }), "{e:?}");
     assert_eq!(fake.calls(), 1, "no claims request within the Retry-After");
     tokio::time::advance(Duration::from_secs(31)).await;
@@ -1108,7 +1111,11 @@ async fn t13_a_cold_cache_recovers_within_10s_of_a_150s_outage() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let first_after = fake.call_times.lock().unwrap()[during];
-    assert!(first_after - end <= Duration::from_secs(10), "{:?}", first_after - end);
+    assert!(
+        first_after - end <= Duration::from_secs(10),
+        "{:?}",
+        first_after - end
+    );
     assert!(recovered - first_after <= Duration::from_millis(500));
     assert!(end - start >= Duration::from_secs(150));
 }
@@ -1122,7 +1129,11 @@ async fn t13_a_warm_cache_serves_through_a_150s_outage_and_refreshes_before_it_s
     let first = c.token().await.unwrap();
     tokio::time::sleep_until(first.refresh_at()).await;
     fake.set_always(unavailable());
-    assert_eq!(drive(&c, 150).await, 0, "no call failed while a token was valid");
+    assert_eq!(
+        drive(&c, 150).await,
+        0,
+        "no call failed while a token was valid"
+    );
     fake.set_always(Idp::Ok(Duration::from_secs(600)));
     assert_eq!(drive(&c, 120).await, 0);
     let secret = c.token().await.unwrap().secret().to_string();

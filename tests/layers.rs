@@ -562,7 +562,11 @@ async fn r8_a_huge_retry_after_never_panics_and_fails_fast() {
         .layer(no_jitter())
         .service(script.service());
     let t0 = Instant::now();
-    let resp = svc.clone().oneshot(get("https://api.test/a")).await.unwrap();
+    let resp = svc
+        .clone()
+        .oneshot(get("https://api.test/a"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 429, "returned as it is, not slept");
     assert_eq!(t0.elapsed(), Duration::ZERO);
     let err = svc.oneshot(get("https://api.test/b")).await.unwrap_err();
