@@ -374,16 +374,17 @@ mod fake {
         req: Request<Bytes>,
         timeout: Duration,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), Error> {
-        let response: Response<Full<Bytes>> = match tokio::time::timeout(timeout, handle(state, req)).await {
-            Err(_) => return Err(Error::Timeout { after: timeout }),
-            Ok(Err(io)) => {
-                return Err(Error::Unavailable {
-                    what: "identity provider",
-                    source: Some(Arc::new(io)),
-                })
-            }
-            Ok(Ok(r)) => r,
-        };
+        let response: Response<Full<Bytes>> =
+            match tokio::time::timeout(timeout, handle(state, req)).await {
+                Err(_) => return Err(Error::Timeout { after: timeout }),
+                Ok(Err(io)) => {
+                    return Err(Error::Unavailable {
+                        what: "identity provider",
+                        source: Some(Arc::new(io)),
+                    })
+                }
+                Ok(Ok(r)) => r,
+            };
         let (parts, body) = response.into_parts();
         let body = match body.collect().await {
             Ok(c) => c.to_bytes(),
@@ -428,7 +429,12 @@ mod fake {
     }
 
     impl FakeClientSecretCredential {
-        pub(crate) fn new(state: Arc<State>, authority: String, tenant: &str, client_id: &str) -> Self {
+        pub(crate) fn new(
+            state: Arc<State>,
+            authority: String,
+            tenant: &str,
+            client_id: &str,
+        ) -> Self {
             FakeClientSecretCredential {
                 state,
                 authority,
@@ -629,5 +635,4 @@ mod fake {
                 .finish_non_exhaustive()
         }
     }
-
 }

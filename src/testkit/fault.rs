@@ -183,9 +183,7 @@ impl FaultKind {
     /// Whether this fault can apply to `target`.
     pub(crate) fn applies_to(&self, target: Target) -> bool {
         match self {
-            FaultKind::InvalidToken | FaultKind::InsufficientClaims { .. } => {
-                target == Target::Api
-            }
+            FaultKind::InvalidToken | FaultKind::InsufficientClaims { .. } => target == Target::Api,
             _ => true,
         }
     }

@@ -281,18 +281,16 @@ pub(crate) async fn handle(state: &State, req: Request<Bytes>) -> Answer {
             ));
         }
         (Some(FaultKind::InvalidToken), _) => (invalid_token(), Details::default()),
-        (Some(FaultKind::InsufficientClaims { claims }), _) => {
-            match &presented {
-                Some((TokenStatus::Valid, _, Some(issued))) if **issued == **claims => {
-                    (ok_api(), Details::default())
-                }
-                Some((TokenStatus::Valid, _, _)) => {
-                    set_status(state, seq, TokenStatus::LacksClaims);
-                    (claims_challenge(claims), Details::default())
-                }
-                _ => (invalid_token(), Details::default()),
+        (Some(FaultKind::InsufficientClaims { claims }), _) => match &presented {
+            Some((TokenStatus::Valid, _, Some(issued))) if **issued == **claims => {
+                (ok_api(), Details::default())
             }
-        }
+            Some((TokenStatus::Valid, _, _)) => {
+                set_status(state, seq, TokenStatus::LacksClaims);
+                (claims_challenge(claims), Details::default())
+            }
+            _ => (invalid_token(), Details::default()),
+        },
         (Some(kind), _) => fault_answer(kind, target),
         (None, Target::Token) => token_endpoint(state, &req, &form),
         (None, Target::Imds) => imds(state, &req),
@@ -533,7 +531,10 @@ fn token_endpoint(
             Details::default(),
         );
     }
-    let claims = form.get("claims").map(String::as_str).filter(|c| !c.is_empty());
+    let claims = form
+        .get("claims")
+        .map(String::as_str)
+        .filter(|c| !c.is_empty());
     let (token, secs, details) = issue(state, claims);
     let refresh_in = state
         .refresh_in

@@ -422,7 +422,12 @@ impl Journal {
     }
 
     /// Ends the entry `seq` (if still held).
-    pub(crate) fn end(&mut self, seq: u64, at: Duration, outcome: Outcome) -> Option<&mut LoggedRequest> {
+    pub(crate) fn end(
+        &mut self,
+        seq: u64,
+        at: Duration,
+        outcome: Outcome,
+    ) -> Option<&mut LoggedRequest> {
         let next = self.next_seq;
         let entry = self.get_mut(seq)?;
         entry.set_ended(at, outcome, next);
@@ -507,7 +512,9 @@ mod tests {
         assert_eq!((v[0].earlier.seq, v[0].later.seq), (0, 2));
         assert_eq!(v[0].gap, secs(4));
         assert!(v[0].to_string().contains("at least 10s"));
-        assert!(log.retry_after_violations(Target::Token, secs(3)).is_empty());
+        assert!(log
+            .retry_after_violations(Target::Token, secs(3))
+            .is_empty());
         assert!(log.floor_violations(Target::Token, secs(5)).is_empty());
         assert_eq!(log.gaps(Target::Token), [secs(0), secs(4), secs(6)]);
     }

@@ -189,9 +189,7 @@ impl FakeIdentityProviderBuilder {
             return Err(Error::config("testkit log capacity must be at least 1"));
         }
         if self.max_issued == 0 {
-            return Err(Error::config(
-                "testkit issued-token cap must be at least 1",
-            ));
+            return Err(Error::config("testkit issued-token cap must be at least 1"));
         }
         let state = Arc::new(State::new(
             self.lifetime,
