@@ -101,7 +101,7 @@ fn ceil_secs(d: Duration) -> u64 {
 
 fn ceil_millis(d: Duration) -> u64 {
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    ms.saturating_add(u64::from(d.subsec_nanos() % 1_000_000 > 0))
+    ms.saturating_add(u64::from(!d.subsec_nanos().is_multiple_of(1_000_000)))
 }
 
 fn raw_wait(value: &str) -> Option<Duration> {
