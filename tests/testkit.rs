@@ -674,6 +674,16 @@ async fn testkit_cae_challenge_is_met_only_by_a_token_issued_with_its_claims() {
         call(&idp, Target::Api, Some(imds.secret())).await.status(),
         401
     );
+    // nor does one issued with other claims
+    let other_claims = r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#;
+    let other = credential
+        .get_token(&scopes().with_claims(other_claims))
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&idp, Target::Api, Some(other.secret())).await.status(),
+        401
+    );
     // a token issued with them is accepted, again and again
     let with = credential
         .get_token(&scopes().with_claims(claims))
@@ -691,7 +701,15 @@ async fn testkit_cae_challenge_is_met_only_by_a_token_issued_with_its_claims() {
         .iter()
         .map(|r| r.claims.as_deref().map(str::to_owned))
         .collect();
-    assert_eq!(token_claims, [None, None, Some(claims.to_owned())]);
+    assert_eq!(
+        token_claims,
+        [
+            None,
+            None,
+            Some(other_claims.to_owned()),
+            Some(claims.to_owned())
+        ]
+    );
     let api: Vec<_> = log
         .for_target(Target::Api)
         .iter()
@@ -702,6 +720,7 @@ async fn testkit_cae_challenge_is_met_only_by_a_token_issued_with_its_claims() {
         api,
         [
             Valid,
+            LacksClaims,
             LacksClaims,
             LacksClaims,
             LacksClaims,
