@@ -9,7 +9,11 @@ const D0: Duration = Duration::ZERO;
 const HOUR: Duration = Duration::from_secs(3600);
 
 async fn token(idp: &FakeIdentityProvider) -> reqwest::Response {
-    reqwest::Client::new()
+    token_with(&reqwest::Client::new(), idp).await
+}
+
+async fn token_with(client: &reqwest::Client, idp: &FakeIdentityProvider) -> reqwest::Response {
+    client
         .post(idp.token_url("tenant"))
         .form(&[
             ("grant_type", "client_credentials"),
@@ -186,7 +190,20 @@ async fn testkit_each_fault_kind_is_observed_by_a_plain_client() {
                 assert_eq!(r.status(), code, "{kind:?}");
                 assert!(r.headers().get("retry-after").is_none());
             }
-            None if kind == FaultKind::Hang => assert!(r.unwrap_err().is_timeout(), "{kind:?}"),
+            None if kind == FaultKind::Hang => {
+                assert!(r.unwrap_err().is_timeout(), "{kind:?}");
+                drop(client);
+                // hyper drops the handler when it sees the connection closed
+                for _ in 0..100 {
+                    if idp.log()[0].outcome != Outcome::InFlight {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let log = idp.log();
+                assert_eq!(log[0].outcome, Outcome::Abandoned);
+                assert!(log[0].ended.unwrap() >= Duration::from_millis(290));
+            }
             None => assert!(r.is_err(), "{kind:?}: connection dropped"),
         }
     }
@@ -194,20 +211,25 @@ async fn testkit_each_fault_kind_is_observed_by_a_plain_client() {
 
 #[tokio::test]
 async fn testkit_fault_windows_open_and_close_and_are_logged() {
+    // built before the script starts: building a client loads the platform's roots, which is
+    // slow on a busy machine
+    let client = reqwest::Client::new();
     let idp = FakeIdentityProvider::builder()
         .fault(Fault::new(
             Target::Token,
-            Duration::from_millis(200)..Duration::from_millis(400),
+            Duration::from_millis(200)..Duration::from_millis(700),
             FaultKind::Unavailable { retry_after: None },
         ))
         .start()
         .await
         .unwrap();
-    assert_eq!(token(&idp).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(token(&idp).await.status(), 503);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(token(&idp).await.status(), 200);
+    assert_eq!(token_with(&client, &idp).await.status(), 200);
+    // times from the provider's start, so a slow request does not shift the script
+    tokio::time::sleep_until(idp.started_at() + Duration::from_millis(300)).await;
+    let r = token_with(&client, &idp).await.status();
+    assert_eq!(r, 503, "{:?}", idp.log());
+    tokio::time::sleep_until(idp.started_at() + Duration::from_millis(750)).await;
+    assert_eq!(token_with(&client, &idp).await.status(), 200);
     let log = idp.log();
     assert_eq!(
         log.iter().map(|r| r.status).collect::<Vec<_>>(),
