@@ -1050,3 +1050,56 @@ async fn testkit_log_checks_catch_retries_inside_retry_after_and_below_the_floor
         Some(secs(10))
     );
 }
+
+/// The shape of a chaos test: a TokenCache and the layers against the in-memory fake, a call
+/// every 0.5 s through a 20 s identity-provider outage across the refresh point (120 s tokens,
+/// refreshed at about 60 s, served until 90 s), asserted on the fake's log.
+#[tokio::test(start_paused = true)]
+async fn testkit_drives_a_cache_and_the_layers_through_an_outage_in_paused_time() {
+    use resilient_auth::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, TokenCache};
+    let idp = FakeIdentityProvider::builder()
+        .token_lifetime(secs(120))
+        .fault(Fault::new(
+            Target::Token,
+            secs(50)..secs(70),
+            FaultKind::Unavailable { retry_after: None },
+        ))
+        .build()
+        .unwrap();
+    let tokens = TokenCache::new(idp.credential("tenant", "client"), [SCOPE]);
+    let svc = tower::ServiceBuilder::new()
+        .layer(RetryAfterLayer::default())
+        .layer(ExpBackoffLayer::default())
+        .layer(AuthLayer::new(tokens))
+        .layer(TimeoutLayer::new(secs(10)))
+        .service(idp.service());
+    let mut failed = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    for _ in 0..300 {
+        tick.tick().await;
+        let at = idp.elapsed();
+        let r = svc.clone().oneshot(request(&idp, Target::Api, None)).await;
+        if !matches!(&r, Ok(r) if r.status() == 200) {
+            failed.push(at);
+        }
+    }
+    let log = idp.log();
+    let api = log.for_target(Target::Api);
+    assert_eq!(api.len(), 300);
+    assert!(failed.is_empty(), "failed calls at {failed:?}");
+    assert!(api.iter().all(|r| r.valid_token() && r.status == Some(200)));
+    let token = log.for_target(Target::Token);
+    assert!(
+        token.floor_violations(Target::Token, secs(5)).is_empty(),
+        "{token:?}"
+    );
+    assert!(token
+        .retry_after_violations(Target::Token, secs(300))
+        .is_empty());
+    let back = token.first_at_or_after(Target::Token, secs(70)).unwrap();
+    assert_eq!(back.status, Some(200), "recovered after the outage");
+    println!(
+        "token requests at {:?}",
+        token.iter().map(|r| (r.at, r.status)).collect::<Vec<_>>()
+    );
+}

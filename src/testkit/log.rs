@@ -311,6 +311,9 @@ impl RequestLog {
     /// usable `Retry-After` (a 5xx, 408 or 429 without one, `Retry-After: 0`, a dropped
     /// connection, a timeout): the seeds' "first retry at least 5 s after the response".
     /// Only requests that arrived after the failure ended count.
+    ///
+    /// This is target-wide: with several callers, a new call counts as a request too. To check
+    /// one call's retries only, filter on [`LoggedRequest::client_request_id`] first.
     pub fn floor_violations(&self, target: Target, floor: Duration) -> Vec<Violation> {
         self.violations(target, |r| {
             (r.is_failure() && r.usable_retry_after().is_none()).then_some(floor)
