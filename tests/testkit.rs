@@ -1103,3 +1103,37 @@ async fn testkit_drives_a_cache_and_the_layers_through_an_outage_in_paused_time(
         token.iter().map(|r| (r.at, r.status)).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn testkit_log_groups_a_calls_attempts_by_client_request_id() {
+    let idp = FakeIdentityProvider::builder()
+        .fault(Fault::new(
+            Target::Api,
+            D0..secs(5),
+            FaultKind::status(503, None),
+        ))
+        .build()
+        .unwrap();
+    let send = |id: &'static str| {
+        let mut req = request(&idp, Target::Api, None);
+        req.headers_mut()
+            .insert("x-ms-client-request-id", http::HeaderValue::from_static(id));
+        idp.service().oneshot(req)
+    };
+    send("call-a").await.unwrap(); // 503 at 0 s
+    tokio::time::sleep(secs(1)).await;
+    send("call-b").await.unwrap(); // a new call at 1 s: 503
+    tokio::time::sleep(secs(4)).await;
+    send("call-a").await.unwrap(); // call a's retry at 5 s: 200
+    send("call-b").await.unwrap(); // call b's retry at 5 s, 4 s after its failure
+    let log = idp.log();
+    assert_eq!(log[1].client_request_id.as_deref(), Some("call-b"));
+    let all = log.floor_violations(Target::Api, secs(5));
+    assert_eq!(all.len(), 3, "target-wide: {all:?}");
+    let a = log.filtered(|r| r.client_request_id.as_deref() == Some("call-a"));
+    assert!(a.floor_violations(Target::Api, secs(5)).is_empty());
+    let b = log.filtered(|r| r.client_request_id.as_deref() == Some("call-b"));
+    let v = b.floor_violations(Target::Api, secs(5));
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].gap, secs(4));
+}

@@ -268,13 +268,14 @@ impl RequestLog {
 
     /// Only the requests to `target`.
     pub fn for_target(&self, target: Target) -> RequestLog {
+        self.filtered(|r| r.target == target)
+    }
+
+    /// Only the requests `keep` selects, e.g. one call's attempts by
+    /// [`client_request_id`](LoggedRequest::client_request_id).
+    pub fn filtered(&self, keep: impl Fn(&LoggedRequest) -> bool) -> RequestLog {
         RequestLog {
-            entries: self
-                .entries
-                .iter()
-                .filter(|r| r.target == target)
-                .cloned()
-                .collect(),
+            entries: self.entries.iter().filter(|r| keep(r)).cloned().collect(),
             revocations: self.revocations.clone(),
             evicted: self.evicted,
         }
@@ -313,7 +314,8 @@ impl RequestLog {
     /// Only requests that arrived after the failure ended count.
     ///
     /// This is target-wide: with several callers, a new call counts as a request too. To check
-    /// one call's retries only, filter on [`LoggedRequest::client_request_id`] first.
+    /// one call's retries only, [`filter`](Self::filtered) on
+    /// [`LoggedRequest::client_request_id`] first.
     pub fn floor_violations(&self, target: Target, floor: Duration) -> Vec<Violation> {
         self.violations(target, |r| {
             (r.is_failure() && r.usable_retry_after().is_none()).then_some(floor)
