@@ -57,6 +57,9 @@ pub enum PanicWhen {
 ///
 /// The panic happens inside the returned future, when it is first polled: where a token cache
 /// runs its fetch (a spawned task, typically). The call is counted either way.
+///
+/// # Panics
+/// On purpose, on the calls its [`PanicWhen`] selects; never otherwise.
 #[derive(Debug)]
 pub struct PanickingCredential<C> {
     inner: C,
