@@ -38,7 +38,8 @@
 //! # Bounds
 //!
 //! The log is a ring buffer of the last [`log_capacity`](FakeIdentityProviderBuilder::log_capacity)
-//! requests (default [`DEFAULT_LOG_CAPACITY`] = 100 000; per-target totals count all). The
+//! requests (default [`DEFAULT_LOG_CAPACITY`] = 100 000, about 25 MB when full: 224 bytes an
+//! entry plus its short strings; per-target totals count all). The
 //! issued-token map holds only tokens that may still be presented: expired tokens are pruned
 //! whenever a token is issued, and at most [`max_issued_tokens`](FakeIdentityProviderBuilder::max_issued_tokens)
 //! (default [`DEFAULT_MAX_ISSUED`] = 100 000) are kept, the oldest forgotten first (the API then
