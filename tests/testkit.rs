@@ -1137,3 +1137,16 @@ async fn testkit_log_groups_a_calls_attempts_by_client_request_id() {
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].gap, secs(4));
 }
+
+#[test]
+fn testkit_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<FakeIdentityProvider>();
+    send_sync::<resilient_auth::testkit::FakeService>();
+    send::<resilient_auth::testkit::ResponseFuture>();
+    send_sync::<resilient_auth::testkit::RequestLog>();
+    send_sync::<resilient_auth::testkit::credentials::CallCounter>();
+    send_sync::<resilient_auth::testkit::credentials::FakeClientSecretCredential>();
+    send_sync::<resilient_auth::testkit::credentials::FakeImdsCredential>();
+}
