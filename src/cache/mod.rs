@@ -5,9 +5,17 @@
 //! - **Refresh ahead** (T2, T3): past the refresh point (the server's `refresh_in`, else half the
 //!   lifetime, minus a small random jitter) the caller still gets the cached token at once and
 //!   exactly one background task per key fetches a new one.
-//! - **Outage** (T5): a failed refresh keeps the old token in service until
-//!   `expires_at - skew` and is retried with back-off (≥ 5 s, ×2, ≤ 60 s) or after the server's
-//!   `Retry-After`, one attempt in flight.
+//! - **Outage** (T5, R9): a failed refresh keeps the old token in service until
+//!   `expires_at - skew` and is retried after max(`Retry-After`, back-off) — back-off ≥ 5 s, ×2,
+//!   ≤ 60 s, each attempt early enough to refresh before the token stops being served — one
+//!   attempt in flight. The crate's one wait policy (`retry::policy`) decides every wait.
+//! - **Cold key** (T13): while a key has nothing to serve, every caller fails, so its back-off is
+//!   capped low — 5, 10, 10, … s ([`TokenCacheBuilder::cold_backoff_cap`], default 10 s): the
+//!   first request after an outage ends comes within 10 s. The price is up to one request per
+//!   10 s to an identity provider that is down; raise the cap to spare it.
+//! - **Self-healing** (T9, T11): a fetch that errs, panics, hangs past the fetch timeout
+//!   (default 30 s) or is cancelled clears its single-flight slot (a drop guard) and is backed
+//!   off; background refreshes hold a weak handle and stop when the cache is dropped.
 //! - **Cold start** (T4): concurrent callers with nothing cached share one request.
 //! - **Throttle gate** (T6): after a failure no request for that key is sent until the back-off
 //!   or `Retry-After` has passed; a caller without a usable token gets the failure at once
