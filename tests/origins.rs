@@ -60,12 +60,15 @@ fn tokens(scope: &str) -> TokenCache {
 
 // ---------- a recording tower service (no sockets) ----------
 
+/// A request as an API saw it: its URI (or path) and its `Authorization` header.
+type Sent = (String, Option<String>);
+
 /// Records the `Authorization` header of each request it gets, answers 200.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct Recorder(Arc<Mutex<Vec<Sent>>>);
 
 impl Recorder {
-    fn seen(&self) -> Vec<(String, Option<String>)> {
+    fn seen(&self) -> Vec<Sent> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -121,10 +124,10 @@ async fn derived(scope: &str, yes: &[&str], no: &[&str]) {
 
 /// What one server saw: the path and Authorization header of each request.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct Seen(Arc<Mutex<Vec<Sent>>>);
 
 impl Seen {
-    fn all(&self) -> Vec<(String, Option<String>)> {
+    fn all(&self) -> Vec<Sent> {
         self.0.lock().unwrap().clone()
     }
 }
