@@ -15,6 +15,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::layer::auth::{send_with_challenge, token_for};
 use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
+use crate::origin::{Decision, Origin};
 use crate::retry::classify::{
     classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive,
 };
@@ -204,10 +205,10 @@ impl Middleware for AuthLayer {
         'life2: 'async_trait,
         Self: 'async_trait,
     {
-        match self.target_of_url(req.url(), req.headers()).into_result() {
-            Err(e) => return Box::pin(std::future::ready(Err(middleware_error(e)))),
-            Ok(false) => return next.run(req, extensions),
-            Ok(true) => {}
+        match self.decide(Origin::of_url(req.url()), req.headers()) {
+            Decision::Refuse(e) => return Box::pin(std::future::ready(Err(middleware_error(e)))),
+            Decision::Skip => return next.run(req, extensions),
+            Decision::Attach => {}
         }
         let tokens = self.tokens();
         let resend = self.resends();

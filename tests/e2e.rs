@@ -389,7 +389,11 @@ async fn e2e_t5_identity_provider_outage_while_token_cached_fails_no_api_call() 
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(RetryAfterLayer::default())
         .with(fast_backoff())
-        .with(AuthLayer::new(tokens.clone()))
+        .with(
+            AuthLayer::new(tokens.clone())
+                .allow_origins([api.uri()])
+                .unwrap(),
+        )
         .with(TimeoutLayer::new(Duration::from_secs(2)))
         .build();
 

@@ -868,7 +868,11 @@ async fn c3_managed_identity_token_flows_through_cache_and_auth_layer() {
         .unwrap();
     let cache = TokenCache::new(credential, ["https://api.example/.default"]);
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthLayer::new(cache.clone()))
+        .with(
+            AuthLayer::new(cache.clone())
+                .allow_origins([api.uri()])
+                .unwrap(),
+        )
         .build();
     for _ in 0..3 {
         let resp = client
