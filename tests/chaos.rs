@@ -183,21 +183,27 @@ async fn chaos_idp_429_for_20s_after_warm_up_with_a_short_refresh_in() {
 }
 
 async fn idp_503_across_the_refresh_point(retry_after: Option<RetryAfter>) {
-    // A 120 s token is refreshed at ~60 s and served until 90 s; the identity provider fails
-    // from 55 to 85 s.
+    // A 180 s token is refreshed at ~90 s and served until 150 s; the identity provider fails
+    // for 30 s from 85 s, across the refresh point.
     let idp = FakeIdentityProvider::builder()
-        .token_lifetime(secs(120))
+        .token_lifetime(secs(180))
         .fault(fault(
             Target::Token,
-            55..85,
+            85..115,
             FaultKind::status(503, retry_after),
         ))
         .build()
         .unwrap();
-    let run = run(&idp, idp.credential("tenant", "client"), secs(150)).await;
-    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    let run = run(&idp, idp.credential("tenant", "client"), secs(200)).await;
+    assert!(
+        run.failed.is_empty(),
+        "failed calls at {:?}; token requests {:?}",
+        run.failed,
+        token_requests(&idp, Target::Token)
+    );
+    assert_no_failure_while_a_token_was_valid(&idp, &run);
     assert_waits_honoured(&idp, Target::Token);
-    assert_recovers_after(&idp, &run, Target::Token, 85, 60);
+    assert_recovers_after(&idp, &run, Target::Token, 115, 30);
 }
 
 #[tokio::test(start_paused = true)]
@@ -228,15 +234,16 @@ async fn chaos_idp_503_with_retry_after_zero_is_no_fast_loop() {
 
 #[tokio::test(start_paused = true)]
 async fn chaos_idp_that_hangs() {
+    // Requests arriving from 85 to 115 s hang until the credential's 10 s timeout.
     let idp = FakeIdentityProvider::builder()
-        .token_lifetime(secs(120))
-        .fault(fault(Target::Token, 55..85, FaultKind::Hang))
+        .token_lifetime(secs(180))
+        .fault(fault(Target::Token, 85..115, FaultKind::Hang))
         .build()
         .unwrap();
-    let run = run(&idp, idp.credential("tenant", "client"), secs(150)).await;
+    let run = run(&idp, idp.credential("tenant", "client"), secs(200)).await;
     assert!(run.failed.is_empty(), "{:?}", run.failed);
     assert_waits_honoured(&idp, Target::Token);
-    assert_recovers_after(&idp, &run, Target::Token, 85, 60);
+    assert_recovers_after(&idp, &run, Target::Token, 115, 30);
 }
 
 #[tokio::test(start_paused = true)]
