@@ -82,7 +82,7 @@ pub use credential::{
     managed_identity::{ManagedIdentityCredential, ManagedIdentitySource, UserAssignedId},
     workload_identity::WorkloadIdentityCredential,
 };
-pub use credential::{CredentialIdentity, TokenCredential, TokenRequest};
+pub use credential::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 pub use error::{BoxError, Error, IdentityProviderError};
 pub use layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 pub use report::{resilience_report, ResilienceReport};

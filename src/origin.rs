@@ -140,7 +140,38 @@ impl<'a> Origin<'a> {
         !self.host.is_empty()
             && (self.is_https() || (self.is_http() && is_loopback_host(self.host)))
     }
+
+    /// Rule X2 widened for managed identity endpoints: also plain http to a link-local
+    /// address (IMDS lives at `169.254.169.254`).
+    pub(crate) fn may_carry_managed_identity_secret(&self) -> bool {
+        self.may_carry_token()
+            || (self.is_http()
+                && self.host.parse::<IpAddr>().is_ok_and(|ip| match ip {
+                    IpAddr::V4(ip) => ip.is_link_local(),
+                    IpAddr::V6(ip) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+                }))
+    }
+
+    /// The host, without IPv6 brackets or a trailing dot.
+    pub(crate) fn host(&self) -> &'a str {
+        self.host
+    }
+
+    /// Whether tokens from this origin come from a host Entra ID's backup authentication system
+    /// protects: `https://login.microsoftonline.com` or `https://login.microsoftonline.us`, on
+    /// port 443 (seed: "Hostnames supported").
+    pub(crate) fn is_backup_auth_protected(&self) -> bool {
+        self.is_https()
+            && self.port == 443
+            && BACKUP_AUTH_HOSTS
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(self.host))
+    }
 }
+
+/// The hosts the backup authentication system protects.
+pub(crate) const BACKUP_AUTH_HOSTS: [&str; 2] =
+    ["login.microsoftonline.com", "login.microsoftonline.us"];
 
 impl fmt::Display for Origin<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

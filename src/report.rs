@@ -21,7 +21,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, TokenCache};
+use crate::origin::{Origin, BACKUP_AUTH_HOSTS};
+use crate::{
+    AuthLayer, CredentialKind, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, TokenCache,
+};
 
 /// The parts of a client stack to check. Leave out what you don't use; build it with
 /// `..Stack::default()` so that fields added later do not break your code.
@@ -118,8 +121,6 @@ impl fmt::Display for ResilienceReport {
     }
 }
 
-/// Hosts the backup authentication system protects (seed: "Hostnames supported").
-const PROTECTED_HOSTS: [&str; 2] = ["login.microsoftonline.com", "login.microsoftonline.us"];
 /// The backup authentication system's minimum persistence of a native app's token cache.
 const MIN_RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
 /// The daemon guidance's floor for the first retry after a 5xx or a timeout.
@@ -139,52 +140,47 @@ fn check(
     }
 }
 
-fn host_of(authority: &str) -> &str {
-    let rest = authority.split_once("://").map_or(authority, |(_, r)| r);
-    let host_port = rest.split(['/', '?']).next().unwrap_or(rest);
-    host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
-}
-
 /// Checks `stack` against the guidance: managed identity or client credentials, an authority
 /// host protected by the backup authentication system, fixed scopes, a persistent cache of at
 /// least 3 days for refresh tokens, a retry floor of at least 5 s, Retry-After honoured,
 /// timeouts retried only after back-off, a retry budget, and token origins restricted.
 pub fn resilience_report(stack: &Stack<'_>) -> ResilienceReport {
     let tokens = stack.tokens.or(stack.auth.map(AuthLayer::tokens));
-    let kind = tokens.map(|t| t.identity().kind);
-    let managed = kind.is_some_and(|k| k.starts_with("managed_identity"));
-    let public_client = kind == Some("refresh_token");
+    let identity = tokens.map(TokenCache::identity);
+    let source = identity.as_ref().map(|i| i.source);
+    let managed = source.is_some_and(CredentialKind::is_managed_identity);
+    let public_client = source.is_some_and(CredentialKind::is_public_client);
     let mut checks = Vec::new();
 
-    checks.push(match kind {
-        None => check("credential", "credential source", Status::NotApplicable, "no token cache given"),
-        Some(_) if managed => check(
+    checks.push(match (&identity, source) {
+        (None, _) | (_, None) => check("credential", "credential source", Status::NotApplicable, "no token cache given"),
+        (Some(_), Some(_)) if managed => check(
             "credential",
             "credential source",
             Status::Pass,
             "managed identity: no secret to rotate, protected by the backup authentication system",
         ),
-        Some(k @ ("client_secret" | "client_certificate" | "workload_identity")) => check(
+        (Some(i), Some(s)) if s.is_confidential_client() => check(
             "credential",
             "credential source",
             Status::Warn,
-            format!("{k}: client credentials flow, not yet protected by the backup authentication system; prefer managed identity on Azure"),
+            format!("{}: client credentials flow, not yet protected by the backup authentication system; prefer managed identity on Azure", i.kind),
         ),
-        Some("refresh_token") => check(
+        (Some(_), Some(_)) if public_client => check(
             "credential",
             "credential source",
             Status::Pass,
             "public client acquiring silently with refresh tokens",
         ),
-        Some(k) => check(
+        (Some(i), Some(_)) => check(
             "credential",
             "credential source",
             Status::Warn,
-            format!("{k}: a custom source; make sure it caches by expires_in and never decodes tokens"),
+            format!("{}: a custom source; make sure it caches by expires_in and never decodes tokens", i.kind),
         ),
     });
 
-    checks.push(match tokens {
+    checks.push(match &identity {
         None => check("authority_host", "authority host", Status::NotApplicable, "no token cache given"),
         Some(_) if managed => check(
             "authority_host",
@@ -192,16 +188,18 @@ pub fn resilience_report(stack: &Stack<'_>) -> ResilienceReport {
             Status::NotApplicable,
             "managed identity endpoints are local to the host",
         ),
-        Some(t) => {
-            let host = host_of(&t.identity().authority).to_ascii_lowercase();
-            if PROTECTED_HOSTS.contains(&host.as_str()) {
+        Some(i) => {
+            let uri = i.authority.parse::<http::Uri>().unwrap_or_default();
+            let origin = Origin::of_uri(&uri);
+            let host = origin.host().to_ascii_lowercase();
+            if origin.is_backup_auth_protected() {
                 check("authority_host", "authority host", Status::Pass, format!("{host} is protected by the backup authentication system"))
             } else {
                 check(
                     "authority_host",
                     "authority host",
                     Status::Warn,
-                    format!("{host} is not a host the backup authentication system protects (login.microsoftonline.com, login.microsoftonline.us)"),
+                    format!("{host} is not a host the backup authentication system protects ({}, over https)", BACKUP_AUTH_HOSTS.join(", ")),
                 )
             }
         }
@@ -372,6 +370,16 @@ mod tests {
     #[derive(Debug)]
     struct Id(&'static str, &'static str);
 
+    /// The typed kind a credential of this kind string reports.
+    fn source_of(kind: &str) -> CredentialKind {
+        match kind {
+            "client_secret" => CredentialKind::ClientSecret,
+            "refresh_token" => CredentialKind::RefreshToken,
+            k if k.starts_with("managed_identity") => CredentialKind::ManagedIdentity,
+            _ => CredentialKind::Custom,
+        }
+    }
+
     impl TokenCredential for Id {
         fn get_token<'a>(
             &'a self,
@@ -380,7 +388,7 @@ mod tests {
             async { Ok(TokenResponse::new("t", Duration::from_secs(3600))) }.boxed()
         }
         fn identity(&self) -> CredentialIdentity {
-            CredentialIdentity::new(self.0, self.1)
+            CredentialIdentity::new(self.0, self.1).with_source(source_of(self.0))
         }
     }
 

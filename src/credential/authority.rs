@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use reqwest::Url;
 
 use super::http::check_url;
+use crate::origin::Origin;
 use crate::retry::policy::{later, Failure, WaitPolicy};
 use crate::Error;
 use tokio::time::Instant;
@@ -110,12 +111,8 @@ impl AuthorityHost {
     /// the hosts whose tokens Entra ID's backup authentication system keeps issuing during an
     /// outage.
     pub fn is_protected_by_backup_auth(&self) -> bool {
-        self.url.starts_with("https://")
-            && matches!(
-                self.host().to_ascii_lowercase().as_str(),
-                "login.microsoftonline.com" | "login.microsoftonline.us"
-            )
-            && !self.url["https://".len()..].contains([':', '/'])
+        Url::parse(&self.url)
+            .is_ok_and(|url| url.path() == "/" && Origin::of_url(&url).is_backup_auth_protected())
     }
 
     /// The v2.0 token endpoint of `tenant`: `{authority}/{tenant}/oauth2/v2.0/token`.

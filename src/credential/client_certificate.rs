@@ -31,10 +31,11 @@ use reqwest::Url;
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
-use super::authority::{AuthorityHost, TokenEndpoint};
-use super::client_secret::{optional_env, required_env, CommonOptions};
-use super::http::send_token_request;
-use super::{CredentialIdentity, TokenCredential, TokenRequest};
+use super::confidential::{
+    client_options, optional_env, process_env, required_env, ClientAuth, ClientOptions,
+    ConfidentialClient, Env, FromEnv,
+};
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::{Error, TokenResponse};
 
 const KIND: &str = "client_certificate";
@@ -67,11 +68,7 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 /// (`RSA PRIVATE KEY`) PEM form. Neither the key nor the assertion is ever shown by `Debug`,
 /// `Display`, errors or logs.
 pub struct ClientCertificateCredential {
-    client: reqwest::Client,
-    endpoint: TokenEndpoint,
-    tenant_id: String,
-    client_id: String,
-    timeout: Duration,
+    core: ConfidentialClient,
     signer: AssertionSigner,
 }
 
@@ -89,7 +86,7 @@ impl ClientCertificateCredential {
             client_id: client_id.into(),
             certificate_pem: SecretSlice::from(pem.into()),
             key_pem: None,
-            options: CommonOptions::default(),
+            options: ClientOptions::default(),
             rs256: false,
         }
     }
@@ -118,13 +115,12 @@ impl ClientCertificateCredential {
     /// or `AZURE_CLIENT_CERTIFICATE_PASSWORD` is set (encrypted keys and PKCS#12 files are not
     /// supported).
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_env_with(&|name| std::env::var(name).ok())
+        Self::from_env_with(&process_env)
     }
 
     /// [`from_env`](Self::from_env) over any variable lookup (tests pass a map).
-    pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let tenant = required_env(env, "AZURE_TENANT_ID")?;
-        let client = required_env(env, "AZURE_CLIENT_ID")?;
+    pub(crate) fn from_env_with(env: Env<'_>) -> Result<Self, Error> {
+        let common = FromEnv::read(env, true)?;
         let path = required_env(env, "AZURE_CLIENT_CERTIFICATE_PATH")?;
         if optional_env(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").is_some() {
             return Err(Error::config(
@@ -132,34 +128,25 @@ impl ClientCertificateCredential {
                  are not supported: use a PEM file with an unencrypted key",
             ));
         }
-        let mut builder = Self::builder_from_file(tenant, client, path)?;
-        if let Some(host) = optional_env(env, "AZURE_AUTHORITY_HOST") {
-            builder = builder.authority_host(AuthorityHost::parse(&host)?);
-        }
+        let mut builder = Self::builder_from_file(common.tenant_id, common.client_id, path)?;
+        builder.options = common.options;
         builder.build()
     }
 
     fn request(&self, url: &Url, request: &TokenRequest) -> Result<reqwest::Request, Error> {
         let assertion = self.signer.assertion(url.as_str())?;
         let scope = request.scopes.join(" ");
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", &self.client_id),
-            ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", assertion.expose_secret()),
-        ];
-        if !scope.is_empty() {
-            form.push(("scope", &scope));
-        }
-        if let Some(claims) = &request.claims {
-            form.push(("claims", claims));
-        }
-        self.client
-            .post(url.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .form(&form)
-            .build()
-            .map_err(|_| Error::config("could not build the token request"))
+        self.core.form_post(
+            url,
+            "client_credentials",
+            ClientAuth::Form,
+            &[
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion.expose_secret()),
+            ],
+            &scope,
+            request,
+        )
     }
 }
 
@@ -168,44 +155,32 @@ impl TokenCredential for ClientCertificateCredential {
         &'a self,
         request: &'a TokenRequest,
     ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.endpoint.call(move |url| {
-            let built = self.request(url, request);
-            async move { send_token_request(&self.client, built?, self.timeout, KIND).await }
-        }))
+        Box::pin(self.core.call(move |url| self.request(url, request)))
     }
 
     fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new(KIND, self.endpoint.origin())
-            .with_tenant(&self.tenant_id)
-            .with_client_id(&self.client_id)
+        self.core.identity()
     }
 }
 
 impl fmt::Debug for ClientCertificateCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientCertificateCredential")
-            .field("token_url", &self.endpoint.global.as_str())
-            .field(
-                "regional_token_url",
-                &self.endpoint.regional.as_ref().map(Url::as_str),
-            )
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
+        self.core
+            .debug(f, "ClientCertificateCredential")
             .field("x5t#S256", &self.signer.x5t_s256)
             .field("algorithm", &self.signer.algorithm.name())
             .field("private_key", &"<redacted>")
-            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for ClientCertificateCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "client certificate credential for client {} (x5t#S256 {}) at {}",
-            self.client_id, self.signer.x5t_s256, self.endpoint.global
-        )
+        let what = format!(
+            "client certificate credential (x5t#S256 {})",
+            self.signer.x5t_s256
+        );
+        self.core.display(f, &what)
     }
 }
 
@@ -216,11 +191,13 @@ pub struct ClientCertificateCredentialBuilder {
     client_id: String,
     certificate_pem: SecretSlice<u8>,
     key_pem: Option<SecretSlice<u8>>,
-    options: CommonOptions,
+    options: ClientOptions,
     rs256: bool,
 }
 
 impl ClientCertificateCredentialBuilder {
+    client_options!(region);
+
     /// The private key, when it is not in the certificate's PEM: an unencrypted RSA key,
     /// `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY` (PKCS#1).
     pub fn private_key_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
@@ -235,49 +212,21 @@ impl ClientCertificateCredentialBuilder {
         self
     }
 
-    /// The authority host (default [`AuthorityHost::AZURE_PUBLIC`]).
-    pub fn authority_host(mut self, host: AuthorityHost) -> Self {
-        self.options.authority = host;
-        self
-    }
-
-    /// Posts to this token URL instead of `{authority}/{tenant}/oauth2/v2.0/token` (it is also
-    /// the assertion's `aud`).
-    pub fn token_url(mut self, url: impl Into<String>) -> Self {
-        self.options.token_url = Some(url.into());
-        self
-    }
-
-    /// Tries the regional endpoint of `region` (e.g. `westus2`) first, and the global one if
-    /// it fails with a transport error, a timeout or a 5xx, within the same `get_token` call
-    /// (so one call may take up to twice the [`timeout`](Self::timeout)).
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.options.region = Some(region.into());
-        self
-    }
-
-    /// The per-attempt timeout of a token request, covering connect, headers and body
-    /// (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
-        self
-    }
-
-    /// The HTTP client (default: a client that follows no redirects).
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.options.client = Some(client);
-        self
-    }
-
     /// Parses the certificate and key, checks that they belong together, and builds the
     /// credential.
     ///
     /// # Errors
     /// [`Error::Config`] for a PEM without a certificate or an RSA private key, an encrypted or
-    /// non-RSA key, a key that does not match the certificate, or any of the errors of
-    /// [`ClientSecretCredentialBuilder::build`](super::client_secret::ClientSecretCredentialBuilder::build).
+    /// non-RSA key, a key that does not match the certificate, an empty client id, an invalid
+    /// tenant, token URL or region, plain http to a non-loopback host, a zero timeout, or an
+    /// HTTP client that cannot be built.
     pub fn build(self) -> Result<ClientCertificateCredential, Error> {
-        let (client, endpoint, timeout) = self.options.resolve(&self.tenant_id, &self.client_id)?;
+        let core = self.options.resolve(
+            KIND,
+            CredentialKind::ClientCertificate,
+            self.tenant_id,
+            self.client_id,
+        )?;
         let (certificate_der, key) = parse_pem(
             self.certificate_pem.expose_secret(),
             self.key_pem.as_ref().map(ExposeSecret::expose_secret),
@@ -291,20 +240,13 @@ impl ClientCertificateCredentialBuilder {
             key,
             &certificate_der,
             algorithm,
-            self.client_id.clone(),
+            core.client_id.clone(),
             SystemTime::now,
         );
         // Sign once now, so that a key the signer rejects fails here and not at the first
         // token request.
-        signer.assertion(endpoint.global.as_str())?;
-        Ok(ClientCertificateCredential {
-            client,
-            endpoint,
-            tenant_id: self.tenant_id,
-            client_id: self.client_id,
-            timeout,
-            signer,
-        })
+        signer.assertion(core.endpoint.global.as_str())?;
+        Ok(ClientCertificateCredential { core, signer })
     }
 }
 

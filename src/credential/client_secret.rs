@@ -15,16 +15,15 @@
 //! ```
 
 use std::fmt;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use reqwest::Url;
-use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::authority::{AuthorityHost, TokenEndpoint};
-use super::http::{default_client, send_token_request, DEFAULT_TIMEOUT};
-use super::{CredentialIdentity, TokenCredential, TokenRequest};
+use super::confidential::{
+    client_options, process_env, required_env, ClientAuth, ClientOptions, ConfidentialClient, Env,
+    FromEnv,
+};
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::{Error, TokenResponse};
 
 const KIND: &str = "client_secret";
@@ -43,13 +42,9 @@ const KIND: &str = "client_secret";
 /// throttle gate. The secret is held in a [`SecretString`] and never shown by `Debug`,
 /// `Display`, errors or logs.
 pub struct ClientSecretCredential {
-    client: reqwest::Client,
-    endpoint: TokenEndpoint,
-    tenant_id: String,
-    client_id: String,
+    core: ConfidentialClient,
     secret: SecretString,
     basic: bool,
-    timeout: Duration,
 }
 
 impl ClientSecretCredential {
@@ -63,59 +58,55 @@ impl ClientSecretCredential {
             tenant_id: tenant_id.into(),
             client_id: client_id.into(),
             secret: SecretString::from(secret.into()),
-            options: CommonOptions::default(),
+            options: ClientOptions::default(),
             basic: false,
         }
     }
 
     /// Reads `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` and (optional)
-    /// `AZURE_AUTHORITY_HOST`, as the Azure SDKs do.
+    /// `AZURE_AUTHORITY_HOST` and `AZURE_REGIONAL_AUTHORITY_NAME`, as the Azure SDKs do.
     ///
     /// # Errors
     /// [`Error::Config`] if a required variable is missing or empty, or a value is invalid.
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_env_with(&|name| std::env::var(name).ok())
+        Self::from_env_with(&process_env)
     }
 
     /// [`from_env`](Self::from_env) over any variable lookup (tests pass a map).
-    pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let tenant = required_env(env, "AZURE_TENANT_ID")?;
-        let client = required_env(env, "AZURE_CLIENT_ID")?;
+    pub(crate) fn from_env_with(env: Env<'_>) -> Result<Self, Error> {
+        let common = FromEnv::read(env, true)?;
         let secret = required_env(env, "AZURE_CLIENT_SECRET")?;
-        let mut builder = Self::builder(tenant, client, secret);
-        if let Some(host) = optional_env(env, "AZURE_AUTHORITY_HOST") {
-            builder = builder.authority_host(AuthorityHost::parse(&host)?);
-        }
+        let mut builder = Self::builder(common.tenant_id, common.client_id, secret);
+        builder.options = common.options;
         builder.build()
     }
 
-    fn request(&self, url: &Url, request: &TokenRequest) -> Result<reqwest::Request, Error> {
+    fn request(
+        &self,
+        url: &reqwest::Url,
+        request: &TokenRequest,
+    ) -> Result<reqwest::Request, Error> {
         let scope = request.scopes.join(" ");
-        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
-        if !self.basic {
-            form.push(("client_id", &self.client_id));
-            form.push(("client_secret", self.secret.expose_secret()));
-        }
-        if !scope.is_empty() {
-            form.push(("scope", &scope));
-        }
-        if let Some(claims) = &request.claims {
-            form.push(("claims", claims));
-        }
-        let mut builder = self
-            .client
-            .post(url.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .form(&form);
+        let secret = self.secret.expose_secret();
         if self.basic {
-            // RFC 6749 §2.3.1: both are form-urlencoded before they go into the Basic header.
-            let id = Zeroizing::new(form_urlencode(&self.client_id));
-            let secret = Zeroizing::new(form_urlencode(self.secret.expose_secret()));
-            builder = builder.basic_auth(id.as_str(), Some(secret.as_str()));
+            self.core.form_post(
+                url,
+                "client_credentials",
+                ClientAuth::Basic(secret),
+                &[],
+                &scope,
+                request,
+            )
+        } else {
+            self.core.form_post(
+                url,
+                "client_credentials",
+                ClientAuth::Form,
+                &[("client_secret", secret)],
+                &scope,
+                request,
+            )
         }
-        builder
-            .build()
-            .map_err(|_| Error::config("could not build the token request"))
     }
 }
 
@@ -124,43 +115,27 @@ impl TokenCredential for ClientSecretCredential {
         &'a self,
         request: &'a TokenRequest,
     ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.endpoint.call(move |url| {
-            let built = self.request(url, request);
-            async move { send_token_request(&self.client, built?, self.timeout, KIND).await }
-        }))
+        Box::pin(self.core.call(move |url| self.request(url, request)))
     }
 
     fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new(KIND, self.endpoint.origin())
-            .with_tenant(&self.tenant_id)
-            .with_client_id(&self.client_id)
+        self.core.identity()
     }
 }
 
 impl fmt::Debug for ClientSecretCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientSecretCredential")
-            .field("token_url", &self.endpoint.global.as_str())
-            .field(
-                "regional_token_url",
-                &self.endpoint.regional.as_ref().map(Url::as_str),
-            )
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
+        self.core
+            .debug(f, "ClientSecretCredential")
             .field("secret", &"<redacted>")
             .field("client_secret_basic", &self.basic)
-            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for ClientSecretCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "client secret credential for client {} at {}",
-            self.client_id, self.endpoint.global
-        )
+        self.core.display(f, "client secret credential")
     }
 }
 
@@ -170,51 +145,18 @@ pub struct ClientSecretCredentialBuilder {
     tenant_id: String,
     client_id: String,
     secret: SecretString,
-    options: CommonOptions,
+    options: ClientOptions,
     basic: bool,
 }
 
 impl ClientSecretCredentialBuilder {
-    /// The authority host (default [`AuthorityHost::AZURE_PUBLIC`]).
-    pub fn authority_host(mut self, host: AuthorityHost) -> Self {
-        self.options.authority = host;
-        self
-    }
-
-    /// Posts to this token URL instead of `{authority}/{tenant}/oauth2/v2.0/token`: any
-    /// standards-compliant OAuth 2.0 token endpoint (https, or plain http to loopback).
-    pub fn token_url(mut self, url: impl Into<String>) -> Self {
-        self.options.token_url = Some(url.into());
-        self
-    }
+    client_options!(region);
 
     /// Sends the client id and secret in an HTTP Basic `Authorization` header
     /// (`client_secret_basic`, each form-urlencoded first as RFC 6749 §2.3.1 says) instead of
     /// as form fields (`client_secret_post`, the default).
     pub fn client_secret_basic(mut self, basic: bool) -> Self {
         self.basic = basic;
-        self
-    }
-
-    /// Tries the regional endpoint of `region` (e.g. `westus2`) first, and the global one if
-    /// it fails with a transport error, a timeout or a 5xx, within the same `get_token` call
-    /// (so one call may take up to twice the [`timeout`](Self::timeout)).
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.options.region = Some(region.into());
-        self
-    }
-
-    /// The per-attempt timeout of a token request, covering connect, headers and body
-    /// (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
-        self
-    }
-
-    /// The HTTP client (default: a client that follows no redirects). A client that follows
-    /// redirects may re-post the secret to wherever a `307` points.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.options.client = Some(client);
         self
     }
 
@@ -228,15 +170,16 @@ impl ClientSecretCredentialBuilder {
         if self.secret.expose_secret().is_empty() {
             return Err(Error::config("client secret is empty"));
         }
-        let (client, endpoint, timeout) = self.options.resolve(&self.tenant_id, &self.client_id)?;
+        let core = self.options.resolve(
+            KIND,
+            CredentialKind::ClientSecret,
+            self.tenant_id,
+            self.client_id,
+        )?;
         Ok(ClientSecretCredential {
-            client,
-            endpoint,
-            tenant_id: self.tenant_id,
-            client_id: self.client_id,
+            core,
             secret: self.secret,
             basic: self.basic,
-            timeout,
         })
     }
 }
@@ -253,78 +196,12 @@ impl fmt::Debug for ClientSecretCredentialBuilder {
     }
 }
 
-/// The settings both confidential-client credentials share.
-#[derive(Debug)]
-pub(crate) struct CommonOptions {
-    pub(crate) authority: AuthorityHost,
-    pub(crate) token_url: Option<String>,
-    pub(crate) region: Option<String>,
-    pub(crate) timeout: Duration,
-    pub(crate) client: Option<reqwest::Client>,
-}
-
-impl Default for CommonOptions {
-    fn default() -> Self {
-        CommonOptions {
-            authority: AuthorityHost::default(),
-            token_url: None,
-            region: None,
-            timeout: DEFAULT_TIMEOUT,
-            client: None,
-        }
-    }
-}
-
-impl CommonOptions {
-    /// Validates the options for `tenant` and `client_id`: the client, the endpoint and the
-    /// timeout.
-    pub(crate) fn resolve(
-        self,
-        tenant: &str,
-        client_id: &str,
-    ) -> Result<(reqwest::Client, TokenEndpoint, Duration), Error> {
-        if client_id.trim().is_empty() {
-            return Err(Error::config("client id is empty"));
-        }
-        super::authority::check_tenant(tenant)?;
-        if self.timeout.is_zero() {
-            return Err(Error::config("timeout must not be zero"));
-        }
-        let timeout = self.timeout;
-        let endpoint = TokenEndpoint::new(
-            &self.authority,
-            tenant,
-            self.region.as_deref(),
-            self.token_url.as_deref(),
-        )?;
-        let client = match self.client {
-            Some(client) => client,
-            None => default_client()?,
-        };
-        Ok((client, endpoint, timeout))
-    }
-}
-
-pub(crate) fn required_env(
-    env: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-) -> Result<String, Error> {
-    optional_env(env, name).ok_or_else(|| Error::config(format!("{name} is not set")))
-}
-
-pub(crate) fn optional_env(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    env(name).filter(|v| !v.trim().is_empty())
-}
-
-fn form_urlencode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::time::Duration;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -349,7 +226,7 @@ mod tests {
         assert_eq!(id.tenant.as_deref(), Some("tenant-1"));
         assert_eq!(id.client_id.as_deref(), Some("client-1"));
         assert_eq!(
-            c.endpoint.global.as_str(),
+            c.core.endpoint.global.as_str(),
             "https://login.microsoftonline.us/tenant-1/oauth2/v2.0/token"
         );
         assert!(!format!("{c:?}{c}").contains("s3cr3t"));
@@ -419,11 +296,6 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(c.identity().authority, "http://127.0.0.1:9");
-        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
-    }
-
-    #[test]
-    fn c1_basic_auth_form_urlencodes_id_and_secret() {
-        assert_eq!(form_urlencode("a b+c/é:%"), "a+b%2Bc%2F%C3%A9%3A%25");
+        assert_eq!(c.core.timeout, crate::credential::http::DEFAULT_TIMEOUT);
     }
 }

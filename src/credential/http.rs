@@ -13,6 +13,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 
 use crate::error::IdentityProviderError;
+use crate::origin::Origin;
 use crate::retry::retry_after::retry_after;
 use crate::token::parse_token_response;
 use crate::{Error, TokenResponse};
@@ -43,24 +44,33 @@ pub(crate) fn default_client() -> Result<reqwest::Client, Error> {
         .map_err(|_| Error::config("could not build the default HTTP client"))
 }
 
-/// Rule X2: `https`, or plain `http` to a loopback host only. `what` names the URL in errors.
+/// Rule X2: `https`, or plain `http` to a loopback host only (the [origin](crate::origin)
+/// module's rule). `what` names the URL in errors.
 pub(crate) fn check_url(url: &Url, what: &str) -> Result<(), Error> {
+    check_origin(
+        url,
+        what,
+        Origin::of_url(url).may_carry_token(),
+        "loopback hosts",
+    )
+}
+
+/// The scheme, host and credential checks of a URL a secret goes to; `allowed` is the X2
+/// verdict on its origin, `local` names the hosts plain http may go to.
+pub(crate) fn check_origin(url: &Url, what: &str, allowed: bool, local: &str) -> Result<(), Error> {
     match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(url) => {}
+        "https" | "http" if allowed => {}
         "http" => {
             return Err(Error::config(format!(
-                "{what} must use https (plain http is allowed only to loopback hosts)"
+                "{what} must use https (plain http is allowed only to {local})"
             )))
         }
+        "https" => return Err(Error::config(format!("{what} has no host"))),
         other => {
             return Err(Error::config(format!(
                 "{what} has unsupported scheme {other:?} (expected https)"
             )))
         }
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(Error::config(format!("{what} has no host")));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(Error::config(format!(
@@ -68,11 +78,6 @@ pub(crate) fn check_url(url: &Url, what: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-/// `true` for 127.0.0.0/8, `::1` and `localhost`.
-pub(crate) fn is_loopback(url: &Url) -> bool {
-    url.host_str().is_some_and(crate::origin::is_loopback_host)
 }
 
 /// Sends `request` once, with `timeout` covering the whole exchange (connect, headers and

@@ -30,6 +30,8 @@ pub mod client_certificate;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod client_secret;
 #[cfg(feature = "reqwest")]
+pub(crate) mod confidential;
+#[cfg(feature = "reqwest")]
 pub(crate) mod http;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
@@ -73,13 +75,62 @@ impl TokenRequest {
     }
 }
 
+/// What kind of source a credential is, for checks that depend on it (the resilience report)
+/// without reading [`CredentialIdentity::kind`]'s text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// A confidential client with a client secret (rule C1).
+    ClientSecret,
+    /// A confidential client with a certificate (rule C2).
+    ClientCertificate,
+    /// Workload identity federation (rule C4).
+    WorkloadIdentity,
+    /// A public client acquiring silently with a refresh token (rule C5).
+    RefreshToken,
+    /// The managed identity of the Azure host (rule C3), any of its sources.
+    ManagedIdentity,
+    /// Any other source: a user's own [`TokenCredential`].
+    #[default]
+    Custom,
+}
+
+impl CredentialKind {
+    /// `true` for [`ManagedIdentity`](Self::ManagedIdentity).
+    pub fn is_managed_identity(self) -> bool {
+        self == CredentialKind::ManagedIdentity
+    }
+
+    /// `true` for the confidential clients of the client credentials grant: client secret,
+    /// client certificate and workload identity.
+    pub fn is_confidential_client(self) -> bool {
+        matches!(
+            self,
+            CredentialKind::ClientSecret
+                | CredentialKind::ClientCertificate
+                | CredentialKind::WorkloadIdentity
+        )
+    }
+
+    /// `true` for public clients (a refresh token credential), which need a persistent token
+    /// cache.
+    pub fn is_public_client(self) -> bool {
+        self == CredentialKind::RefreshToken
+    }
+}
+
 /// Who a credential is, without any secret: what the cache keys on, what the throttle gate
 /// (rule T6) is per, and what tracing and the resilience report show.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub struct CredentialIdentity {
-    /// The kind of source, e.g. `"client_secret"`, `"managed_identity/imds"`.
+    /// The kind of source as text for logs and cache keys, e.g. `"client_secret"`,
+    /// `"managed_identity/imds"`.
     pub kind: &'static str,
+    /// The kind of source as a type, for checks (the resilience report reads this, not
+    /// [`kind`](Self::kind)). [`CredentialKind::Custom`] unless set with
+    /// [`with_source`](Self::with_source).
+    pub source: CredentialKind,
     /// The authority host or endpoint the tokens come from, e.g.
     /// `https://login.microsoftonline.com`.
     pub authority: String,
@@ -90,14 +141,22 @@ pub struct CredentialIdentity {
 }
 
 impl CredentialIdentity {
-    /// An identity of `kind` served by `authority`.
+    /// An identity of `kind` served by `authority`, of source [`CredentialKind::Custom`].
     pub fn new(kind: &'static str, authority: impl Into<String>) -> Self {
         CredentialIdentity {
             kind,
+            source: CredentialKind::Custom,
             authority: authority.into(),
             tenant: None,
             client_id: None,
         }
+    }
+
+    /// With the typed kind of source.
+    #[must_use]
+    pub fn with_source(mut self, source: CredentialKind) -> Self {
+        self.source = source;
+        self
     }
 
     /// With a tenant.

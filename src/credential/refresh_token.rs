@@ -30,10 +30,10 @@ use futures_util::future::BoxFuture;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::authority::{AuthorityHost, TokenEndpoint};
-use super::client_secret::{optional_env, required_env, CommonOptions};
-use super::http::send_token_request;
-use super::{CredentialIdentity, TokenCredential, TokenRequest};
+use super::confidential::{
+    client_options, process_env, ClientAuth, ClientOptions, ConfidentialClient, Env, FromEnv,
+};
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::cache::store::{unix_ms, StoredToken, TokenStore};
 use crate::error::IdentityProviderError;
 use crate::{Error, TokenResponse};
@@ -62,15 +62,11 @@ const HINT: &str = "interactive sign-in is needed";
 ///
 /// `Debug` and `Display` never show a refresh token.
 pub struct RefreshTokenCredential {
-    client: reqwest::Client,
-    endpoint: TokenEndpoint,
-    tenant_id: String,
-    client_id: String,
+    core: ConfidentialClient,
     current: Mutex<Option<SecretString>>,
     store: Option<Arc<dyn TokenStore>>,
     store_key: String,
     store_timeout: Duration,
-    timeout: Duration,
 }
 
 impl RefreshTokenCredential {
@@ -86,7 +82,7 @@ impl RefreshTokenCredential {
             refresh_token: None,
             store: None,
             store_timeout: Duration::from_secs(1),
-            options: CommonOptions::default(),
+            options: ClientOptions::default(),
         }
     }
 
@@ -96,18 +92,14 @@ impl RefreshTokenCredential {
     /// # Errors
     /// [`Error::Config`] if a required variable is missing or empty, or a value is invalid.
     pub fn from_env() -> Result<RefreshTokenCredentialBuilder, Error> {
-        Self::from_env_with(&|name| std::env::var(name).ok())
+        Self::from_env_with(&process_env)
     }
 
-    fn from_env_with(
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<RefreshTokenCredentialBuilder, Error> {
-        let tenant = required_env(env, "AZURE_TENANT_ID")?;
-        let client = required_env(env, "AZURE_CLIENT_ID")?;
-        let mut builder = Self::builder(tenant, client);
-        if let Some(host) = optional_env(env, "AZURE_AUTHORITY_HOST") {
-            builder = builder.authority_host(AuthorityHost::parse(&host)?);
-        }
+    fn from_env_with(env: Env<'_>) -> Result<RefreshTokenCredentialBuilder, Error> {
+        // a public client: regional endpoints are for confidential clients only
+        let common = FromEnv::read(env, false)?;
+        let mut builder = Self::builder(common.tenant_id, common.client_id);
+        builder.options = common.options;
         Ok(builder)
     }
 
@@ -199,21 +191,14 @@ impl RefreshTokenCredential {
             scopes.push("offline_access");
         }
         let scope = scopes.join(" ");
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "refresh_token"),
-            ("client_id", &self.client_id),
-            ("refresh_token", refresh_token.expose_secret()),
-            ("scope", &scope),
-        ];
-        if let Some(claims) = &request.claims {
-            form.push(("claims", claims));
-        }
-        self.client
-            .post(url.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .form(&form)
-            .build()
-            .map_err(|_| Error::config("could not build the token request"))
+        self.core.form_post(
+            url,
+            "refresh_token",
+            ClientAuth::Form,
+            &[("refresh_token", refresh_token.expose_secret())],
+            &scope,
+            request,
+        )
     }
 
     /// Keeps a rotated refresh token: in memory and (awaited) in the store.
@@ -284,13 +269,8 @@ impl TokenCredential for RefreshTokenCredential {
             let refresh_token = self.refresh_token().await?;
             let rt = &refresh_token;
             let mut response = self
-                .endpoint
-                .call(move |url| {
-                    let built = self.request(url, request, rt);
-                    async move {
-                        send_token_request(&self.client, built?, self.timeout, KIND).await
-                    }
-                })
+                .core
+                .call(move |url| self.request(url, request, rt))
                 .await
                 .map_err(with_hint)?;
             self.persist_rotation(&mut response).await;
@@ -299,32 +279,23 @@ impl TokenCredential for RefreshTokenCredential {
     }
 
     fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new(KIND, self.endpoint.origin())
-            .with_tenant(&self.tenant_id)
-            .with_client_id(&self.client_id)
+        self.core.identity()
     }
 }
 
 impl fmt::Debug for RefreshTokenCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshTokenCredential")
-            .field("token_url", &self.endpoint.global.as_str())
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
+        self.core
+            .debug(f, "RefreshTokenCredential")
             .field("refresh_token", &self.remembered().map(|_| "<redacted>"))
             .field("store", &self.store)
-            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for RefreshTokenCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "refresh token credential for client {} at {}",
-            self.client_id, self.endpoint.global
-        )
+        self.core.display(f, "refresh token credential")
     }
 }
 
@@ -336,10 +307,12 @@ pub struct RefreshTokenCredentialBuilder {
     refresh_token: Option<SecretString>,
     store: Option<Arc<dyn TokenStore>>,
     store_timeout: Duration,
-    options: CommonOptions,
+    options: ClientOptions,
 }
 
 impl RefreshTokenCredentialBuilder {
+    client_options!();
+
     /// The refresh token to start with (used while the store holds none).
     pub fn refresh_token(mut self, refresh_token: impl Into<String>) -> Self {
         self.refresh_token = Some(SecretString::from(refresh_token.into()));
@@ -360,31 +333,6 @@ impl RefreshTokenCredentialBuilder {
         self
     }
 
-    /// The authority host (default [`AuthorityHost::AZURE_PUBLIC`]).
-    pub fn authority_host(mut self, host: AuthorityHost) -> Self {
-        self.options.authority = host;
-        self
-    }
-
-    /// Posts to this token URL instead of `{authority}/{tenant}/oauth2/v2.0/token` (https, or
-    /// plain http to loopback).
-    pub fn token_url(mut self, url: impl Into<String>) -> Self {
-        self.options.token_url = Some(url.into());
-        self
-    }
-
-    /// The per-attempt timeout of a token request (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
-        self
-    }
-
-    /// The HTTP client (default: a client that follows no redirects).
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.options.client = Some(client);
-        self
-    }
-
     /// Validates the configuration and builds the credential.
     ///
     /// # Errors
@@ -402,23 +350,24 @@ impl RefreshTokenCredentialBuilder {
         if self.store_timeout.is_zero() {
             return Err(Error::config("store timeout must not be zero"));
         }
-        let (client, endpoint, timeout) = self.options.resolve(&self.tenant_id, &self.client_id)?;
+        let core = self.options.resolve(
+            KIND,
+            CredentialKind::RefreshToken,
+            self.tenant_id,
+            self.client_id,
+        )?;
         let store_key = format!(
             "resilient-auth:v1:{KIND}:{}:{}:{}",
-            endpoint.origin(),
-            self.tenant_id,
-            self.client_id
+            core.endpoint.origin(),
+            core.tenant_id,
+            core.client_id
         );
         Ok(RefreshTokenCredential {
-            client,
-            endpoint,
-            tenant_id: self.tenant_id,
-            client_id: self.client_id,
+            core,
             current: Mutex::new(refresh_token),
             store: self.store,
             store_key,
             store_timeout: self.store_timeout,
-            timeout,
         })
     }
 }

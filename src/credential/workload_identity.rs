@@ -25,10 +25,11 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
-use super::authority::{AuthorityHost, TokenEndpoint};
-use super::client_secret::{optional_env, required_env, CommonOptions};
-use super::http::send_token_request;
-use super::{CredentialIdentity, TokenCredential, TokenRequest};
+use super::confidential::{
+    client_options, process_env, required_env, ClientAuth, ClientOptions, ConfidentialClient, Env,
+    FromEnv,
+};
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::{Error, TokenResponse};
 
 const KIND: &str = "workload_identity";
@@ -55,12 +56,8 @@ const MAX_TOKEN_FILE: u64 = 64 * 1024;
 /// [`Error::Config`] that names the path. The federated token is never shown by `Debug`,
 /// `Display`, errors or logs.
 pub struct WorkloadIdentityCredential {
-    client: reqwest::Client,
-    endpoint: TokenEndpoint,
-    tenant_id: String,
-    client_id: String,
+    core: ConfidentialClient,
     token_file: PathBuf,
-    timeout: Duration,
     cached: Mutex<Option<(SecretString, Instant)>>,
 }
 
@@ -76,28 +73,26 @@ impl WorkloadIdentityCredential {
             tenant_id: tenant_id.into(),
             client_id: client_id.into(),
             token_file: token_file.into(),
-            options: CommonOptions::default(),
+            options: ClientOptions::default(),
         }
     }
 
     /// Reads `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and (optional)
-    /// `AZURE_AUTHORITY_HOST`, as the AKS workload identity webhook sets them.
+    /// `AZURE_AUTHORITY_HOST`, as the AKS workload identity webhook sets them, and (optional)
+    /// `AZURE_REGIONAL_AUTHORITY_NAME`.
     ///
     /// # Errors
     /// [`Error::Config`] if a required variable is missing or empty, or a value is invalid.
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_env_with(&|name| std::env::var(name).ok())
+        Self::from_env_with(&process_env)
     }
 
     /// [`from_env`](Self::from_env) over any variable lookup (tests pass a map).
-    pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let tenant = required_env(env, "AZURE_TENANT_ID")?;
-        let client = required_env(env, "AZURE_CLIENT_ID")?;
+    pub(crate) fn from_env_with(env: Env<'_>) -> Result<Self, Error> {
+        let common = FromEnv::read(env, true)?;
         let file = required_env(env, "AZURE_FEDERATED_TOKEN_FILE")?;
-        let mut builder = Self::builder(tenant, client, file);
-        if let Some(host) = optional_env(env, "AZURE_AUTHORITY_HOST") {
-            builder = builder.authority_host(AuthorityHost::parse(&host)?);
-        }
+        let mut builder = Self::builder(common.tenant_id, common.client_id, file);
+        builder.options = common.options;
         builder.build()
     }
 
@@ -123,24 +118,17 @@ impl WorkloadIdentityCredential {
     fn request(&self, url: &Url, request: &TokenRequest) -> Result<reqwest::Request, Error> {
         let assertion = self.assertion()?;
         let scope = request.scopes.join(" ");
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", &self.client_id),
-            ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", assertion.expose_secret()),
-        ];
-        if !scope.is_empty() {
-            form.push(("scope", &scope));
-        }
-        if let Some(claims) = &request.claims {
-            form.push(("claims", claims));
-        }
-        self.client
-            .post(url.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .form(&form)
-            .build()
-            .map_err(|_| Error::config("could not build the token request"))
+        self.core.form_post(
+            url,
+            "client_credentials",
+            ClientAuth::Form,
+            &[
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion.expose_secret()),
+            ],
+            &scope,
+            request,
+        )
     }
 }
 
@@ -183,43 +171,27 @@ impl TokenCredential for WorkloadIdentityCredential {
         &'a self,
         request: &'a TokenRequest,
     ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.endpoint.call(move |url| {
-            let built = self.request(url, request);
-            async move { send_token_request(&self.client, built?, self.timeout, KIND).await }
-        }))
+        Box::pin(self.core.call(move |url| self.request(url, request)))
     }
 
     fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new(KIND, self.endpoint.origin())
-            .with_tenant(&self.tenant_id)
-            .with_client_id(&self.client_id)
+        self.core.identity()
     }
 }
 
 impl fmt::Debug for WorkloadIdentityCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkloadIdentityCredential")
-            .field("token_url", &self.endpoint.global.as_str())
-            .field(
-                "regional_token_url",
-                &self.endpoint.regional.as_ref().map(Url::as_str),
-            )
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
+        self.core
+            .debug(f, "WorkloadIdentityCredential")
             .field("token_file", &self.token_file)
             .field("federated_token", &"<redacted>")
-            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for WorkloadIdentityCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "workload identity credential for client {} at {}",
-            self.client_id, self.endpoint.global
-        )
+        self.core.display(f, "workload identity credential")
     }
 }
 
@@ -229,41 +201,11 @@ pub struct WorkloadIdentityCredentialBuilder {
     tenant_id: String,
     client_id: String,
     token_file: PathBuf,
-    options: CommonOptions,
+    options: ClientOptions,
 }
 
 impl WorkloadIdentityCredentialBuilder {
-    /// The authority host (default [`AuthorityHost::AZURE_PUBLIC`]).
-    pub fn authority_host(mut self, host: AuthorityHost) -> Self {
-        self.options.authority = host;
-        self
-    }
-
-    /// Posts to this token URL instead of `{authority}/{tenant}/oauth2/v2.0/token` (https, or
-    /// plain http to loopback).
-    pub fn token_url(mut self, url: impl Into<String>) -> Self {
-        self.options.token_url = Some(url.into());
-        self
-    }
-
-    /// Tries the regional endpoint of `region` first, and the global one if it fails with a
-    /// transport error, a timeout or a 5xx.
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.options.region = Some(region.into());
-        self
-    }
-
-    /// The per-attempt timeout of a token request (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
-        self
-    }
-
-    /// The HTTP client (default: a client that follows no redirects).
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.options.client = Some(client);
-        self
-    }
+    client_options!(region);
 
     /// Validates the configuration and builds the credential. The token file is read on first
     /// use, not here (it may appear after the process starts).
@@ -275,14 +217,15 @@ impl WorkloadIdentityCredentialBuilder {
         if self.token_file.as_os_str().is_empty() {
             return Err(Error::config("federated token file path is empty"));
         }
-        let (client, endpoint, timeout) = self.options.resolve(&self.tenant_id, &self.client_id)?;
+        let core = self.options.resolve(
+            KIND,
+            CredentialKind::WorkloadIdentity,
+            self.tenant_id,
+            self.client_id,
+        )?;
         Ok(WorkloadIdentityCredential {
-            client,
-            endpoint,
-            tenant_id: self.tenant_id,
-            client_id: self.client_id,
+            core,
             token_file: self.token_file,
-            timeout,
             cached: Mutex::new(None),
         })
     }

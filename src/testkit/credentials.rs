@@ -504,6 +504,7 @@ mod fake {
 
         fn identity(&self) -> CredentialIdentity {
             CredentialIdentity::new("client_secret", &self.authority)
+                .with_source(crate::CredentialKind::ClientSecret)
                 .with_tenant(&self.tenant)
                 .with_client_id(&self.client_id)
         }
@@ -621,7 +622,8 @@ mod fake {
         }
 
         fn identity(&self) -> CredentialIdentity {
-            let identity = CredentialIdentity::new("managed_identity/imds", &self.authority);
+            let identity = CredentialIdentity::new("managed_identity/imds", &self.authority)
+                .with_source(crate::CredentialKind::ManagedIdentity);
             match &self.client_id {
                 Some(id) => identity.with_client_id(id),
                 None => identity,

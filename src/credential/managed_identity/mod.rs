@@ -59,7 +59,6 @@ mod arc;
 mod service_fabric;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -68,9 +67,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::client_secret::optional_env;
-use super::http::{identity_provider_error, is_loopback, send_raw, RawResponse, DEFAULT_TIMEOUT};
+use super::confidential::optional_env;
+use super::http::{check_origin, identity_provider_error, send_raw, RawResponse, DEFAULT_TIMEOUT};
 use super::{CredentialIdentity, TokenCredential, TokenRequest};
+use crate::origin::Origin;
 use crate::token::parse_token_response;
 use crate::{Error, TokenResponse};
 
@@ -852,48 +852,15 @@ fn secret_header(secret: &SecretString, name: &str) -> Result<HeaderValue, Error
 fn parse_endpoint(endpoint: &str, kind: ManagedIdentitySource) -> Result<Url, Error> {
     let url = Url::parse(endpoint.trim())
         .map_err(|e| Error::config(format!("{kind} endpoint is not a valid URL: {e}")))?;
-    let local = is_loopback(&url) || is_link_local(&url);
-    match url.scheme() {
-        "https" => {}
-        "http" if local => {}
-        "http" => {
-            return Err(Error::config(format!(
-                "{kind} endpoint must use https (plain http is allowed only to loopback and link-local hosts)"
-            )))
-        }
-        other => {
-            return Err(Error::config(format!(
-                "{kind} endpoint has unsupported scheme {other:?}"
-            )))
-        }
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(Error::config(format!("{kind} endpoint has no host")));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(Error::config(format!(
-            "{kind} endpoint must not contain credentials"
-        )));
-    }
+    let what = format!("{kind} endpoint");
+    let allowed = Origin::of_url(&url).may_carry_managed_identity_secret();
+    check_origin(&url, &what, allowed, "loopback and link-local hosts")?;
     if url.fragment().is_some() {
         return Err(Error::config(format!(
             "{kind} endpoint must not have a fragment"
         )));
     }
     Ok(url)
-}
-
-/// `true` for 169.254.0.0/16 and fe80::/10 (IMDS lives at 169.254.169.254).
-fn is_link_local(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => ip.is_link_local(),
-        Ok(IpAddr::V6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
-        Err(_) => false,
-    }
 }
 
 /// The resource of a request's one scope: `https://x/.default` → `https://x`.

@@ -1,0 +1,366 @@
+//! The core every credential that posts to an OAuth 2.0 token endpoint is built on: client
+//! secret (C1), client certificate (C2), workload identity (C4) and refresh token (C5).
+//!
+//! It holds what they share — the HTTP client, the token endpoint (authority, tenant, region or
+//! a custom URL, see [`TokenEndpoint`]), the client id and the per-attempt timeout — and does
+//! what they share: the form POST (one attempt through [`send_token_request`], errors mapped
+//! there, rule C7), the regional fallback, [`CredentialIdentity`], the common `Debug` fields, the
+//! builder options and their environment variables. A credential adds only its grant's fields.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::Url;
+use secrecy::zeroize::Zeroizing;
+
+use super::authority::{check_tenant, AuthorityHost, TokenEndpoint};
+use super::http::{default_client, send_token_request, DEFAULT_TIMEOUT};
+use super::{CredentialIdentity, CredentialKind, TokenRequest};
+use crate::{Error, TokenResponse};
+
+/// An environment variable lookup (`std::env::var` in production, a map in tests).
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A variable that must be set and not blank.
+pub(crate) fn required_env(env: Env<'_>, name: &str) -> Result<String, Error> {
+    optional_env(env, name).ok_or_else(|| Error::config(format!("{name} is not set")))
+}
+
+/// A variable, `None` when unset or blank.
+pub(crate) fn optional_env(env: Env<'_>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.trim().is_empty())
+}
+
+/// `AZURE_REGIONAL_AUTHORITY_NAME`'s value that asks for the region to be detected.
+pub(crate) const TRY_AUTO_DETECT: &str = "TryAutoDetect";
+
+/// The region `AZURE_REGIONAL_AUTHORITY_NAME` asks for, as MSAL reads it: a region name (e.g.
+/// `westus2`), or `TryAutoDetect` (any case), which takes the region from `REGION_NAME` (set
+/// by App Service and Functions; spaces removed, lowercased, so `West US 2` is `westus2`). When
+/// `TryAutoDetect` finds no `REGION_NAME`, the global endpoint is used: MSAL would next ask IMDS
+/// for the VM's location, which this crate does not do (it would add a network call, and a
+/// 2 s wait off Azure, to building a credential).
+pub(crate) fn regional_authority_from_env(env: Env<'_>) -> Option<String> {
+    let value = optional_env(env, "AZURE_REGIONAL_AUTHORITY_NAME")?;
+    let value = value.trim();
+    if value.eq_ignore_ascii_case(TRY_AUTO_DETECT) {
+        let detected =
+            optional_env(env, "REGION_NAME").map(|r| r.replace(' ', "").to_ascii_lowercase());
+        if detected.is_none() {
+            tracing::info!(
+                "AZURE_REGIONAL_AUTHORITY_NAME=TryAutoDetect but REGION_NAME is not set; \
+                 using the global token endpoint (region detection through IMDS is not done)"
+            );
+        }
+        detected
+    } else {
+        Some(value.to_owned())
+    }
+}
+
+/// The builder options every confidential-client credential shares.
+#[derive(Debug)]
+pub(crate) struct ClientOptions {
+    pub(crate) authority: AuthorityHost,
+    pub(crate) token_url: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) client: Option<reqwest::Client>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            authority: AuthorityHost::default(),
+            token_url: None,
+            region: None,
+            timeout: DEFAULT_TIMEOUT,
+            client: None,
+        }
+    }
+}
+
+/// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, and the options from `AZURE_AUTHORITY_HOST` and (with
+/// `regional`) `AZURE_REGIONAL_AUTHORITY_NAME`.
+pub(crate) struct FromEnv {
+    pub(crate) tenant_id: String,
+    pub(crate) client_id: String,
+    pub(crate) options: ClientOptions,
+}
+
+impl FromEnv {
+    /// Reads the variables every confidential client shares.
+    pub(crate) fn read(env: Env<'_>, regional: bool) -> Result<FromEnv, Error> {
+        let tenant_id = required_env(env, "AZURE_TENANT_ID")?;
+        let client_id = required_env(env, "AZURE_CLIENT_ID")?;
+        let mut options = ClientOptions::default();
+        if let Some(host) = optional_env(env, "AZURE_AUTHORITY_HOST") {
+            options.authority = AuthorityHost::parse(&host)?;
+        }
+        if regional {
+            options.region = regional_authority_from_env(env);
+        }
+        Ok(FromEnv {
+            tenant_id,
+            client_id,
+            options,
+        })
+    }
+}
+
+impl ClientOptions {
+    /// Validates the options for `tenant` and `client_id` and builds the core.
+    pub(crate) fn resolve(
+        self,
+        kind: &'static str,
+        source: CredentialKind,
+        tenant: String,
+        client_id: String,
+    ) -> Result<ConfidentialClient, Error> {
+        if client_id.trim().is_empty() {
+            return Err(Error::config("client id is empty"));
+        }
+        check_tenant(&tenant)?;
+        if self.timeout.is_zero() {
+            return Err(Error::config("timeout must not be zero"));
+        }
+        let endpoint = TokenEndpoint::new(
+            &self.authority,
+            &tenant,
+            self.region.as_deref(),
+            self.token_url.as_deref(),
+        )?;
+        let client = match self.client {
+            Some(client) => client,
+            None => default_client()?,
+        };
+        Ok(ConfidentialClient {
+            client,
+            endpoint,
+            tenant_id: tenant,
+            client_id,
+            timeout: self.timeout,
+            kind,
+            source,
+        })
+    }
+}
+
+/// The shared part of a built credential.
+pub(crate) struct ConfidentialClient {
+    pub(crate) client: reqwest::Client,
+    pub(crate) endpoint: TokenEndpoint,
+    pub(crate) tenant_id: String,
+    pub(crate) client_id: String,
+    pub(crate) timeout: Duration,
+    kind: &'static str,
+    source: CredentialKind,
+}
+
+/// How the client authenticates in a token request, besides its grant's fields.
+pub(crate) enum ClientAuth<'a> {
+    /// `client_id` in the form (with the grant's own proof, if any, among its fields).
+    Form,
+    /// `client_secret_basic`: client id and secret in an HTTP Basic header, each
+    /// form-urlencoded first (RFC 6749 §2.3.1); no `client_id` in the form.
+    Basic(&'a str),
+}
+
+impl ConfidentialClient {
+    /// A token request to `url`: `grant_type`, `client_id` (unless Basic), the grant's
+    /// `fields`, `scope` (when not empty) and the request's `claims`.
+    pub(crate) fn form_post(
+        &self,
+        url: &Url,
+        grant_type: &str,
+        auth: ClientAuth<'_>,
+        fields: &[(&str, &str)],
+        scope: &str,
+        request: &TokenRequest,
+    ) -> Result<reqwest::Request, Error> {
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", grant_type)];
+        if matches!(auth, ClientAuth::Form) {
+            form.push(("client_id", &self.client_id));
+        }
+        form.extend_from_slice(fields);
+        if !scope.is_empty() {
+            form.push(("scope", scope));
+        }
+        if let Some(claims) = &request.claims {
+            form.push(("claims", claims));
+        }
+        let mut builder = self
+            .client
+            .post(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .form(&form);
+        if let ClientAuth::Basic(secret) = auth {
+            let id = Zeroizing::new(form_urlencode(&self.client_id));
+            let secret = Zeroizing::new(form_urlencode(secret));
+            builder = builder.basic_auth(id.as_str(), Some(secret.as_str()));
+        }
+        builder
+            .build()
+            .map_err(|_| Error::config("could not build the token request"))
+    }
+
+    /// One token request built by `build` for the endpoint's URL: the regional one first if
+    /// configured (and the global one after a transport error, timeout or 5xx), else the
+    /// global one.
+    pub(crate) async fn call<F>(&self, build: F) -> Result<TokenResponse, Error>
+    where
+        F: Fn(&Url) -> Result<reqwest::Request, Error>,
+    {
+        self.endpoint
+            .call(|url| {
+                let built = build(url);
+                async move { send_token_request(&self.client, built?, self.timeout, self.kind).await }
+            })
+            .await
+    }
+
+    /// The credential's identity: kind, token endpoint origin, tenant and client id.
+    pub(crate) fn identity(&self) -> CredentialIdentity {
+        CredentialIdentity::new(self.kind, self.endpoint.origin())
+            .with_source(self.source)
+            .with_tenant(&self.tenant_id)
+            .with_client_id(&self.client_id)
+    }
+
+    /// Starts a credential's `Debug` with the shared, secret-free fields.
+    pub(crate) fn debug<'a, 'b>(
+        &self,
+        f: &'a mut fmt::Formatter<'b>,
+        name: &str,
+    ) -> fmt::DebugStruct<'a, 'b> {
+        let mut d = f.debug_struct(name);
+        d.field("token_url", &self.endpoint.global.as_str())
+            .field(
+                "regional_token_url",
+                &self.endpoint.regional.as_ref().map(Url::as_str),
+            )
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("timeout", &self.timeout);
+        d
+    }
+
+    /// A credential's `Display`: `"{what} for client {id} at {token URL}"`.
+    pub(crate) fn display(&self, f: &mut fmt::Formatter<'_>, what: &str) -> fmt::Result {
+        write!(
+            f,
+            "{what} for client {} at {}",
+            self.client_id, self.endpoint.global
+        )
+    }
+}
+
+/// The builder setters every confidential-client builder shares (one set of docs). The
+/// builder needs an `options: ClientOptions` field; `region` adds the regional setter.
+macro_rules! client_options {
+    () => {
+        /// The authority host (default
+        /// [`AuthorityHost::AZURE_PUBLIC`](crate::AuthorityHost::AZURE_PUBLIC)).
+        pub fn authority_host(mut self, host: crate::AuthorityHost) -> Self {
+            self.options.authority = host;
+            self
+        }
+
+        /// Posts to this token URL instead of `{authority}/{tenant}/oauth2/v2.0/token`: any
+        /// standards-compliant OAuth 2.0 token endpoint (https, or plain http to loopback). A
+        /// client assertion's `aud` is this URL.
+        pub fn token_url(mut self, url: impl Into<String>) -> Self {
+            self.options.token_url = Some(url.into());
+            self
+        }
+
+        /// The per-attempt timeout of a token request, covering connect, headers and body
+        /// (default 10 s).
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.options.timeout = timeout;
+            self
+        }
+
+        /// The HTTP client (default: a client that follows no redirects; one that follows
+        /// them may re-post the credential to wherever a `307` points).
+        pub fn http_client(mut self, client: reqwest::Client) -> Self {
+            self.options.client = Some(client);
+            self
+        }
+    };
+    (region) => {
+        $crate::credential::confidential::client_options!();
+
+        /// Tries the regional endpoint of `region` (e.g. `westus2`) first, and the global one
+        /// if it fails with a transport error, a timeout or a 5xx, within the same `get_token`
+        /// call (so one call may take up to twice the [`timeout`](Self::timeout)). A region
+        /// that failed is skipped for the wait policy's back-off (rule R9). `from_env` reads
+        /// it from `AZURE_REGIONAL_AUTHORITY_NAME`.
+        pub fn region(mut self, region: impl Into<String>) -> Self {
+            self.options.region = Some(region.into());
+            self
+        }
+    };
+}
+pub(crate) use client_options;
+
+fn form_urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c1_basic_auth_form_urlencodes_id_and_secret() {
+        assert_eq!(form_urlencode("a b+c/é:%"), "a+b%2Bc%2F%C3%A9%3A%25");
+    }
+
+    #[test]
+    fn c6_regional_authority_name_is_read_as_msal_reads_it() {
+        let read = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            regional_authority_from_env(&move |k| {
+                pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+            })
+        };
+        assert_eq!(read(&[]), None);
+        assert_eq!(
+            read(&[("AZURE_REGIONAL_AUTHORITY_NAME", "westus2")]).as_deref(),
+            Some("westus2")
+        );
+        assert_eq!(
+            read(&[
+                ("AZURE_REGIONAL_AUTHORITY_NAME", "TryAutoDetect"),
+                ("REGION_NAME", "West US 2")
+            ])
+            .as_deref(),
+            Some("westus2")
+        );
+        assert_eq!(
+            read(&[
+                ("AZURE_REGIONAL_AUTHORITY_NAME", "tryautodetect"),
+                ("REGION_NAME", "eastus")
+            ])
+            .as_deref(),
+            Some("eastus")
+        );
+        // auto-detection without REGION_NAME: the global endpoint
+        assert_eq!(
+            read(&[("AZURE_REGIONAL_AUTHORITY_NAME", "TryAutoDetect")]),
+            None
+        );
+        // REGION_NAME alone does not turn regional endpoints on
+        assert_eq!(read(&[("REGION_NAME", "eastus")]), None);
+    }
+}
