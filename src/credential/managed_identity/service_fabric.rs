@@ -1,9 +1,14 @@
-//! Service Fabric's managed identity endpoint presents a self-signed certificate. It is trusted
+//! Service Fabric: detected by `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` +
+//! `IDENTITY_SERVER_THUMBPRINT`. GET `{IDENTITY_ENDPOINT}?api-version=2019-07-01-preview&resource=..`
+//! with the header `secret`; no user-assigned identities.
+//!
+//! The endpoint presents a self-signed certificate. It is trusted
 //! only if its SHA-1 thumbprint equals `IDENTITY_SERVER_THUMBPRINT` (hex, compared
 //! case-insensitively, as MSAL's `X509Certificate.GetCertHashString()` comparison does); no
 //! other certificate, not even a publicly trusted one, is accepted. The TLS handshake
 //! signatures are still verified, so the server must hold the certificate's key.
 
+use std::fmt;
 use std::sync::Arc;
 
 use aws_lc_rs::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
@@ -12,7 +17,78 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
+use reqwest::Url;
+use secrecy::SecretString;
+
+use super::{
+    optional_env, secret_header, with_query, Build, Env, ManagedIdentityCredentialBuilder,
+    ManagedIdentitySource, Source, UserAssignedId, SECRET,
+};
 use crate::Error;
+
+const API_VERSION: &str = "2019-07-01-preview";
+
+pub(super) struct ServiceFabric {
+    header: SecretString,
+    thumbprint: String,
+}
+
+pub(super) fn detect(env: Env<'_>) -> Option<ManagedIdentityCredentialBuilder> {
+    let endpoint = optional_env(env, "IDENTITY_ENDPOINT")?;
+    let header = optional_env(env, "IDENTITY_HEADER")?;
+    let thumbprint = optional_env(env, "IDENTITY_SERVER_THUMBPRINT")?;
+    Some(builder(endpoint, header, thumbprint))
+}
+
+pub(super) fn builder(
+    endpoint: String,
+    header: String,
+    thumbprint: String,
+) -> ManagedIdentityCredentialBuilder {
+    ManagedIdentityCredentialBuilder::new(
+        ServiceFabric {
+            header: SecretString::from(header),
+            thumbprint,
+        },
+        endpoint,
+    )
+}
+
+impl Source for ServiceFabric {
+    fn source(&self) -> ManagedIdentitySource {
+        ManagedIdentitySource::ServiceFabric
+    }
+
+    fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
+        build.no_user_assigned(self.source())?;
+        if build.client.is_some() {
+            return Err(Error::config(
+                "Service Fabric builds its own HTTP client (it trusts only the pinned certificate)",
+            ));
+        }
+        secret_header(&self.header, "IDENTITY_HEADER")?;
+        *build.client = Some(client(&self.thumbprint)?);
+        Ok(())
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        url: Url,
+        resource: &str,
+        _user_assigned: Option<&UserAssignedId>,
+    ) -> Result<reqwest::RequestBuilder, Error> {
+        let query = [("api-version", API_VERSION), ("resource", resource)];
+        Ok(client
+            .get(with_query(url, &query))
+            .header(SECRET, secret_header(&self.header, "IDENTITY_HEADER")?))
+    }
+
+    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
+        d.field("identity_header", &"<redacted>")
+            .field("server_thumbprint", &self.thumbprint);
+    }
+}
 
 /// Parses a hex SHA-1 thumbprint (40 hex digits; `:` and spaces between them are ignored).
 pub(super) fn parse_thumbprint(thumbprint: &str) -> Result<[u8; 20], Error> {

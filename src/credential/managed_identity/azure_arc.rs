@@ -1,13 +1,106 @@
-//! The Azure Arc challenge: `401` with `WWW-Authenticate: Basic realm=<key file>`. The key file
+//! Azure Arc-enabled servers: detected by `IDENTITY_ENDPOINT` + `IMDS_ENDPOINT`, or by the
+//! agent's `himds` binary (then `IDENTITY_ENDPOINT`, else the agent's default endpoint). GET
+//! `{endpoint}?api-version=2019-11-01&resource=..` with `Metadata: true`; no user-assigned
+//! identities.
+//!
+//! The first request is answered with a challenge: `401` with
+//! `WWW-Authenticate: Basic realm=<key file>`. The key file
 //! must be a `.key` file directly inside the agent's tokens directory (after resolving symbolic
 //! links) and at most 4096 bytes; its contents go back as `Authorization: Basic <contents>`.
 
+use std::fmt;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use reqwest::Url;
 
+use super::{
+    optional_env, with_query, Build, Env, ManagedIdentityCredentialBuilder, ManagedIdentitySource,
+    Platform, RawResponse, Source, UserAssignedId, METADATA,
+};
 use crate::Error;
+
+/// The agent's endpoint when only the `himds` binary revealed the agent.
+pub(super) const ARC_DEFAULT_ENDPOINT: &str =
+    "http://127.0.0.1:40342/metadata/identity/oauth2/token";
+const API_VERSION: &str = "2019-11-01";
+
+pub(super) struct AzureArc {
+    /// The directory the challenge's key file must be in: set by `validate`.
+    tokens_dir: PathBuf,
+}
+
+pub(super) fn detect(
+    env: Env<'_>,
+    platform: &Platform,
+) -> Option<ManagedIdentityCredentialBuilder> {
+    let identity_endpoint = optional_env(env, "IDENTITY_ENDPOINT");
+    let imds_endpoint = optional_env(env, "IMDS_ENDPOINT");
+    match (identity_endpoint, imds_endpoint) {
+        (Some(endpoint), Some(_)) => Some(builder(endpoint)),
+        (endpoint, _) if platform.himds.is_file() => Some(builder(
+            endpoint.unwrap_or_else(|| ARC_DEFAULT_ENDPOINT.to_owned()),
+        )),
+        _ => None,
+    }
+}
+
+pub(super) fn builder(endpoint: String) -> ManagedIdentityCredentialBuilder {
+    ManagedIdentityCredentialBuilder::new(
+        AzureArc {
+            tokens_dir: PathBuf::new(),
+        },
+        endpoint,
+    )
+}
+
+impl Source for AzureArc {
+    fn source(&self) -> ManagedIdentitySource {
+        ManagedIdentitySource::AzureArc
+    }
+
+    fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
+        build.no_user_assigned(self.source())?;
+        self.tokens_dir = build.arc_tokens_dir.to_path_buf();
+        Ok(())
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        url: Url,
+        resource: &str,
+        _user_assigned: Option<&UserAssignedId>,
+    ) -> Result<reqwest::RequestBuilder, Error> {
+        let query = [("api-version", API_VERSION), ("resource", resource)];
+        Ok(client
+            .get(with_query(url, &query))
+            .header(METADATA, HeaderValue::from_static("true")))
+    }
+
+    /// A `401 Basic realm=<key file>`: the key file is checked and read, and becomes the
+    /// `Authorization` of one more request.
+    fn answer(&self, first: &RawResponse) -> Result<Option<HeaderValue>, Error> {
+        if first.status != StatusCode::UNAUTHORIZED {
+            return Ok(None);
+        }
+        let key_file = challenge_path(&first.headers)?;
+        let authorization = read_key(&key_file, &self.tokens_dir)?;
+        tracing::debug!(
+            kind = self.source().kind(),
+            key_file = %key_file.display(),
+            "answering the azure arc challenge"
+        );
+        Ok(Some(authorization))
+    }
+
+    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
+        if !self.tokens_dir.as_os_str().is_empty() {
+            d.field("arc_tokens_dir", &self.tokens_dir);
+        }
+    }
+}
 
 /// The largest key file read.
 const MAX_KEY_FILE: u64 = 4096;
