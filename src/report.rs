@@ -597,7 +597,8 @@ mod tests {
     #[test]
     fn o3_file_store_counts_as_a_persistent_cache() {
         let dir = std::env::temp_dir().join(format!("ra-report-{}", fastrand::u64(..)));
-        let short = crate::FileStore::new(&dir).with_retention(Duration::from_secs(24 * 3600));
+        let short =
+            crate::FileStore::new(&dir).refresh_token_retention(Duration::from_secs(24 * 3600));
         let long = crate::FileStore::new(&dir);
         let build = |s: crate::FileStore| {
             TokenCache::builder(

@@ -288,7 +288,7 @@ async fn s2_expired_entries_are_misses_unless_they_hold_a_retained_refresh_token
     with_rt.refresh_token = Some("rt".into());
     writer.save("k:refresh", &with_rt).await.unwrap();
 
-    let later = FileStore::new(&tmp.0).with_retention(3 * DAY + Duration::from_secs(3600));
+    let later = FileStore::new(&tmp.0).refresh_token_retention(3 * DAY + Duration::from_secs(3600));
     let later = later.with_clock(at);
     assert_eq!(later.load("k:access").await.unwrap(), None);
     assert_eq!(
@@ -296,7 +296,7 @@ async fn s2_expired_entries_are_misses_unless_they_hold_a_retained_refresh_token
         Some(with_rt.clone())
     );
     let too_late = FileStore::new(&tmp.0)
-        .with_retention(3 * DAY)
+        .refresh_token_retention(3 * DAY)
         .with_clock(move || at() + Duration::from_secs(60));
     assert_eq!(too_late.load("k:refresh").await.unwrap(), None);
 }
@@ -349,7 +349,7 @@ async fn s2_c5_refresh_token_written_three_days_ago_still_signs_in_silently() {
     // Day 3: the app starts again with no refresh token of its own; the access token in the
     // store has long expired, the refresh token is retained.
     let store = FileStore::new(&tmp.0)
-        .with_retention(3 * DAY + Duration::from_secs(600))
+        .refresh_token_retention(3 * DAY + Duration::from_secs(600))
         .with_clock(|| SystemTime::now() + 3 * DAY);
     let day3 = native_app(store.clone(), None);
     assert_eq!(day3.token().await.unwrap().secret(), "at-day-3");
@@ -363,7 +363,7 @@ async fn s2_c5_refresh_token_written_three_days_ago_still_signs_in_silently() {
     // Past the retention the refresh token is gone: interactive sign-in is needed, and no
     // request is sent.
     let gone = FileStore::new(&tmp.0)
-        .with_retention(DAY)
+        .refresh_token_retention(DAY)
         .with_clock(|| SystemTime::now() + 2 * DAY);
     let credential = RefreshTokenCredential::builder("tenant", "native-client")
         .token_url(format!("{}/token", server.uri()))

@@ -90,12 +90,19 @@ impl FileStore {
         }
     }
 
-    /// How long an entry with a refresh token is kept after it was written (default 90 days).
-    /// Keep it at 3 days or more so that a native app can sign in silently after a long
-    /// weekend.
+    /// How long an entry that carries a refresh token is kept after it was written (default
+    /// 90 days; the same knob as `RedisStoreBuilder::refresh_token_retention`). Keep it at 3
+    /// days or more so that a native app can sign in silently after a long weekend.
     #[must_use]
-    pub fn with_retention(self, retention: Duration) -> Self {
+    pub fn refresh_token_retention(self, retention: Duration) -> Self {
         self.rebuild(|i| i.retention = retention)
+    }
+
+    /// The old name of [`refresh_token_retention`](Self::refresh_token_retention).
+    #[must_use]
+    #[deprecated(note = "renamed to `refresh_token_retention`, as on `RedisStoreBuilder`")]
+    pub fn with_retention(self, retention: Duration) -> Self {
+        self.refresh_token_retention(retention)
     }
 
     /// The wall clock the store judges expiry, retention and lock expiry by (default
