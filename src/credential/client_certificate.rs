@@ -5,12 +5,14 @@
 //! use resilient_auth::{ClientCertificateCredential, TokenCredential, TokenRequest};
 //!
 //! # async fn run() -> Result<(), resilient_auth::Error> {
-//! // the certificate and its unencrypted RSA private key, in one PEM file
+//! // the certificate and its RSA private key, in one PEM file (or a password-protected
+//! // .pfx with the `pkcs12` feature and .password(..))
 //! let credential = ClientCertificateCredential::builder_from_file(
 //!     "contoso.onmicrosoft.com",
 //!     "client-id",
 //!     "/etc/app/cert.pem",
 //! )?
+//! .send_certificate_chain(true) // x5c, for subject name / issuer authentication
 //! .build()?;
 //! let token = credential
 //!     .get_token(&TokenRequest::new(["https://vault.azure.net/.default"]))
@@ -23,14 +25,15 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use aws_lc_rs::signature::RsaKeyPair;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use reqwest::Url;
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
+use super::certificate;
 use super::confidential::{
     client_options, optional_env, process_env, required_env, ClientAuth, ClientOptions,
     ConfidentialClient, Env, FromEnv,
@@ -46,9 +49,6 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
 /// A cached assertion is re-signed once less than this much of its life is left.
 const RESIGN_MARGIN: Duration = Duration::from_secs(120);
 
-/// The largest certificate file read by [`ClientCertificateCredential::builder_from_file`].
-const MAX_PEM_FILE: u64 = 1024 * 1024;
-
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A confidential client that authenticates with a certificate (rule C2).
@@ -60,38 +60,46 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 ///
 /// The client assertion is a JWT signed with the certificate's RSA key: header `alg` `PS256`
 /// (or `RS256`, see [`rs256`](ClientCertificateCredentialBuilder::rs256)), `typ` `JWT` and
-/// `x5t#S256` (the base64url SHA-256 thumbprint of the certificate); claims `aud` = the token
-/// endpoint, `iss` = `sub` = the client id, a random `jti`, `nbf` = `iat` = now and `exp` = now +
-/// 10 minutes. It is cached and re-signed once less than 2 minutes of its life are left.
+/// `x5t#S256` (the base64url SHA-256 thumbprint of the certificate), and with
+/// [`send_certificate_chain`](ClientCertificateCredentialBuilder::send_certificate_chain) `x5c`
+/// (the certificate and the rest of the file's chain, base64 DER, for subject name / issuer
+/// authentication); claims `aud` = the token endpoint, `iss` = `sub` = the client id, a random
+/// `jti`, `nbf` = `iat` = now and `exp` = now + 10 minutes. It is cached and re-signed once less
+/// than 2 minutes of its life are left.
 ///
-/// The key must be an unencrypted RSA key in PKCS#8 (`PRIVATE KEY`) or PKCS#1
-/// (`RSA PRIVATE KEY`) PEM form. Neither the key nor the assertion is ever shown by `Debug`,
-/// `Display`, errors or logs.
+/// The key is an RSA key: in PEM, PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`), or, with
+/// the `pkcs12` feature and a [`password`](ClientCertificateCredentialBuilder::password), an
+/// encrypted PKCS#8 key (`ENCRYPTED PRIVATE KEY`) or a PKCS#12 (`.pfx` / `.p12`) file. Neither
+/// the key, its password nor the assertion is ever shown by `Debug`, `Display`, errors or logs.
 pub struct ClientCertificateCredential {
     core: ConfidentialClient,
     signer: AssertionSigner,
 }
 
 impl ClientCertificateCredential {
-    /// A builder for the application `client_id` of `tenant_id`. `pem` holds the certificate
-    /// (the first `CERTIFICATE` block is used) and, unless it is given with
-    /// [`private_key_pem`](ClientCertificateCredentialBuilder::private_key_pem), its private key.
+    /// A builder for the application `client_id` of `tenant_id`. `certificate` is PEM — the
+    /// certificate (the one the key belongs to; other `CERTIFICATE` blocks are its chain) and,
+    /// unless it is given with
+    /// [`private_key_pem`](ClientCertificateCredentialBuilder::private_key_pem), its private key
+    /// — or, with the `pkcs12` feature, a PKCS#12 file (DER).
     pub fn builder(
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
-        pem: impl Into<Vec<u8>>,
+        certificate: impl Into<Vec<u8>>,
     ) -> ClientCertificateCredentialBuilder {
         ClientCertificateCredentialBuilder {
             tenant_id: tenant_id.into(),
             client_id: client_id.into(),
-            certificate_pem: SecretSlice::from(pem.into()),
+            certificate_pem: SecretSlice::from(certificate.into()),
             key_pem: None,
+            password: None,
             options: ClientOptions::default(),
             rs256: false,
+            x5c: false,
         }
     }
 
-    /// [`builder`](Self::builder) with the PEM read from `path` (at most 1 MiB).
+    /// [`builder`](Self::builder) with the PEM or PKCS#12 file read from `path` (at most 1 MiB).
     ///
     /// # Errors
     /// [`Error::Config`] if the file cannot be read or is larger than 1 MiB.
@@ -103,17 +111,19 @@ impl ClientCertificateCredential {
         Ok(Self::builder(
             tenant_id,
             client_id,
-            read_pem_file(path.as_ref())?,
+            certificate::read_file(path.as_ref())?,
         ))
     }
 
     /// Reads `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_CERTIFICATE_PATH` (a PEM file
-    /// with the certificate and its private key) and (optional) `AZURE_AUTHORITY_HOST`.
+    /// with the certificate and its private key, or a PKCS#12 file), and (optional)
+    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD` (of the PKCS#12 file or the encrypted PEM key),
+    /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` (`true` or `1`: send `x5c`), `AZURE_AUTHORITY_HOST`
+    /// and `AZURE_REGIONAL_AUTHORITY_NAME`, as the Azure SDKs do.
     ///
     /// # Errors
     /// [`Error::Config`] if a required variable is missing, the file cannot be read or parsed,
-    /// or `AZURE_CLIENT_CERTIFICATE_PASSWORD` is set (encrypted keys and PKCS#12 files are not
-    /// supported).
+    /// the password is wrong, or a password is set for an unencrypted PEM key.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_env_with(&process_env)
     }
@@ -122,14 +132,16 @@ impl ClientCertificateCredential {
     pub(crate) fn from_env_with(env: Env<'_>) -> Result<Self, Error> {
         let common = FromEnv::read(env, true)?;
         let path = required_env(env, "AZURE_CLIENT_CERTIFICATE_PATH")?;
-        if optional_env(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").is_some() {
-            return Err(Error::config(
-                "AZURE_CLIENT_CERTIFICATE_PASSWORD is set, but encrypted keys and PKCS#12 files \
-                 are not supported: use a PEM file with an unencrypted key",
-            ));
-        }
         let mut builder = Self::builder_from_file(common.tenant_id, common.client_id, path)?;
         builder.options = common.options;
+        if let Some(password) = optional_env(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD") {
+            builder = builder.password(password);
+        }
+        if let Some(chain) = optional_env(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN") {
+            let chain = chain.trim();
+            builder =
+                builder.send_certificate_chain(chain == "1" || chain.eq_ignore_ascii_case("true"));
+        }
         builder.build()
     }
 
@@ -191,8 +203,10 @@ pub struct ClientCertificateCredentialBuilder {
     client_id: String,
     certificate_pem: SecretSlice<u8>,
     key_pem: Option<SecretSlice<u8>>,
+    password: Option<SecretString>,
     options: ClientOptions,
     rs256: bool,
+    x5c: bool,
 }
 
 impl ClientCertificateCredentialBuilder {
@@ -202,6 +216,22 @@ impl ClientCertificateCredentialBuilder {
     /// `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY` (PKCS#1).
     pub fn private_key_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.key_pem = Some(SecretSlice::from(pem.into()));
+        self
+    }
+
+    /// The password of a PKCS#12 file or of an encrypted PEM private key (needs the `pkcs12`
+    /// feature). Giving one for an unencrypted PEM key is an error, as in the Azure SDKs.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(SecretString::from(password.into()));
+        self
+    }
+
+    /// Sends the certificate chain in the assertion's `x5c` header (MSAL's `WithSendX5C`, the
+    /// Azure SDKs' `send_certificate_chain`): needed for subject name / issuer authentication,
+    /// where Entra ID trusts the certificate by its subject and issuer instead of its
+    /// thumbprint. Default `false`.
+    pub fn send_certificate_chain(mut self, send: bool) -> Self {
+        self.x5c = send;
         self
     }
 
@@ -216,7 +246,8 @@ impl ClientCertificateCredentialBuilder {
     /// credential.
     ///
     /// # Errors
-    /// [`Error::Config`] for a PEM without a certificate or an RSA private key, an encrypted or
+    /// [`Error::Config`] for a PEM without a certificate or an RSA private key, an encrypted key
+    /// without its password, a wrong password, a password for an unencrypted PEM key, a
     /// non-RSA key, a key that does not match the certificate, an empty client id, an invalid
     /// tenant, token URL or region, plain http to a non-loopback host, a zero timeout, or an
     /// HTTP client that cannot be built.
@@ -227,18 +258,28 @@ impl ClientCertificateCredentialBuilder {
             self.tenant_id,
             self.client_id,
         )?;
-        let (certificate_der, key) = parse_pem(
+        let loaded = certificate::load(
             self.certificate_pem.expose_secret(),
             self.key_pem.as_ref().map(ExposeSecret::expose_secret),
+            self.password.as_ref().map(ExposeSecret::expose_secret),
         )?;
+        let x5c = self.x5c.then(|| {
+            loaded
+                .chain
+                .iter()
+                .map(|der| STANDARD.encode(der))
+                .collect()
+        });
         let algorithm = if self.rs256 {
             Algorithm::Rs256
         } else {
             Algorithm::Ps256
         };
+        let leaf = loaded.leaf().to_vec();
         let signer = AssertionSigner::new(
-            key,
-            &certificate_der,
+            loaded.key,
+            &leaf,
+            x5c,
             algorithm,
             core.client_id.clone(),
             SystemTime::now,
@@ -260,6 +301,8 @@ impl fmt::Debug for ClientCertificateCredentialBuilder {
                 "private_key_pem",
                 &self.key_pem.as_ref().map(|_| "<redacted>"),
             )
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("send_certificate_chain", &self.x5c)
             .field("options", &self.options)
             .field("rs256", &self.rs256)
             .finish()
@@ -292,6 +335,8 @@ impl Algorithm {
 struct AssertionSigner {
     key: RsaKeyPair,
     x5t_s256: String,
+    /// The chain sent as `x5c`, if asked for.
+    x5c: Option<Vec<String>>,
     algorithm: Algorithm,
     client_id: String,
     now: fn() -> SystemTime,
@@ -310,6 +355,8 @@ struct Header<'a> {
     typ: &'static str,
     #[serde(rename = "x5t#S256")]
     x5t_s256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x5c: Option<&'a [String]>,
 }
 
 #[derive(serde::Serialize)]
@@ -327,6 +374,7 @@ impl AssertionSigner {
     fn new(
         key: RsaKeyPair,
         certificate_der: &[u8],
+        x5c: Option<Vec<String>>,
         algorithm: Algorithm,
         client_id: String,
         now: fn() -> SystemTime,
@@ -335,6 +383,7 @@ impl AssertionSigner {
         AssertionSigner {
             key,
             x5t_s256: URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
+            x5c,
             algorithm,
             client_id,
             now,
@@ -375,6 +424,7 @@ impl AssertionSigner {
             alg: self.algorithm.name(),
             typ: "JWT",
             x5t_s256: &self.x5t_s256,
+            x5c: self.x5c.as_deref(),
         })
         .map_err(|_| Error::config("could not encode the assertion header"))?;
         let claims = serde_json::to_vec(&Claims {
@@ -409,95 +459,6 @@ impl AssertionSigner {
     }
 }
 
-/// The DER of the first certificate, and the RSA key (from `key_pem` if given, else from `pem`).
-fn parse_pem(pem: &[u8], key_pem: Option<&[u8]>) -> Result<(Vec<u8>, RsaKeyPair), Error> {
-    let blocks =
-        ::pem::parse_many(pem).map_err(|_| Error::config("certificate is not valid PEM"))?;
-    let key_blocks = match key_pem {
-        Some(key_pem) => {
-            ::pem::parse_many(key_pem).map_err(|_| Error::config("private key is not valid PEM"))?
-        }
-        None => Vec::new(),
-    };
-    let separate_key = key_pem.is_some();
-    let mut certificate = None;
-    let mut key = None;
-    let all = blocks
-        .into_iter()
-        .map(|b| (false, b))
-        .chain(key_blocks.into_iter().map(|b| (true, b)));
-    for (from_key_pem, block) in all {
-        let tag = block.tag().to_owned();
-        let contents = Zeroizing::new(block.into_contents());
-        if tag == "CERTIFICATE" {
-            if certificate.is_none() && !from_key_pem {
-                certificate = Some(contents.to_vec());
-            }
-        } else if key.is_none() && from_key_pem == separate_key {
-            key = parse_key(&tag, &contents)?;
-        }
-    }
-    let certificate =
-        certificate.ok_or_else(|| Error::config("no CERTIFICATE block in the certificate PEM"))?;
-    let key =
-        key.ok_or_else(|| Error::config("no PRIVATE KEY or RSA PRIVATE KEY block in the PEM"))?;
-    // The key's RSAPublicKey DER is embedded verbatim in the certificate's
-    // SubjectPublicKeyInfo: if it is not there, the key belongs to another certificate.
-    let public = key.public_key().as_ref();
-    if public.is_empty() || !certificate.windows(public.len()).any(|w| w == public) {
-        return Err(Error::config(
-            "the private key does not belong to the certificate",
-        ));
-    }
-    Ok((certificate, key))
-}
-
-/// The RSA key of a PEM block, `None` for a block that is not a private key.
-fn parse_key(tag: &str, der: &[u8]) -> Result<Option<RsaKeyPair>, Error> {
-    match tag {
-        "PRIVATE KEY" => RsaKeyPair::from_pkcs8(der)
-            .map(Some)
-            .map_err(|_| Error::config("the PKCS#8 private key is not a usable RSA key")),
-        "RSA PRIVATE KEY" => RsaKeyPair::from_der(der)
-            .map(Some)
-            .map_err(|_| Error::config("the PKCS#1 private key is not a usable RSA key")),
-        "ENCRYPTED PRIVATE KEY" => Err(Error::config(
-            "encrypted private keys are not supported: decrypt it first \
-             (openssl pkey -in key.pem -out plain.pem)",
-        )),
-        "EC PRIVATE KEY" => Err(Error::config(
-            "only RSA private keys are supported for client assertions",
-        )),
-        _ => Ok(None),
-    }
-}
-
-fn read_pem_file(path: &Path) -> Result<Vec<u8>, Error> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| {
-        Error::config(format!(
-            "cannot read the certificate file {}: {e}",
-            path.display()
-        ))
-    })?;
-    let mut pem = Vec::new();
-    file.take(MAX_PEM_FILE + 1)
-        .read_to_end(&mut pem)
-        .map_err(|e| {
-            Error::config(format!(
-                "cannot read the certificate file {}: {e}",
-                path.display()
-            ))
-        })?;
-    if pem.len() as u64 > MAX_PEM_FILE {
-        return Err(Error::config(format!(
-            "the certificate file {} is larger than 1 MiB",
-            path.display()
-        )));
-    }
-    Ok(pem)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -524,8 +485,16 @@ mod tests {
 
     #[test]
     fn c2_assertion_is_cached_and_resigned_near_expiry() {
-        let (der, key) = parse_pem(&[CERT, KEY].concat(), None).unwrap();
-        let signer = AssertionSigner::new(key, &der, Algorithm::Ps256, "cid".into(), test_now);
+        let loaded = certificate::load(&[CERT, KEY].concat(), None, None).unwrap();
+        let der = loaded.leaf().to_vec();
+        let signer = AssertionSigner::new(
+            loaded.key,
+            &der,
+            None,
+            Algorithm::Ps256,
+            "cid".into(),
+            test_now,
+        );
         let start = NOW.load(Ordering::SeqCst);
         let a = signer.assertion("https://idp/token").unwrap();
         let ca = claims(&a);

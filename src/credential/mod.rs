@@ -24,6 +24,8 @@ use crate::{Error, TokenResponse};
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod authority;
 #[cfg(feature = "reqwest")]
+pub(crate) mod certificate;
+#[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod client_certificate;
 #[cfg(feature = "reqwest")]
