@@ -73,8 +73,8 @@ pub use credential::refresh_token::{RefreshTokenCredential, RefreshTokenCredenti
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use credential::{
-    authority::AuthorityHost, client_certificate::ClientCertificateCredential,
-    client_secret::ClientSecretCredential,
+    authority::AuthorityHost, chain::DefaultCredential,
+    client_certificate::ClientCertificateCredential, client_secret::ClientSecretCredential,
 };
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

@@ -152,7 +152,7 @@ pub fn resilience_report(stack: &Stack<'_>) -> ResilienceReport {
     let public_client = source.is_some_and(CredentialKind::is_public_client);
     let mut checks = Vec::new();
 
-    checks.push(match (&identity, source) {
+    let mut credential = match (&identity, source) {
         (None, _) | (_, None) => check("credential", "credential source", Status::NotApplicable, "no token cache given"),
         (Some(_), Some(_)) if managed => check(
             "credential",
@@ -178,7 +178,14 @@ pub fn resilience_report(stack: &Stack<'_>) -> ResilienceReport {
             Status::Warn,
             format!("{}: a custom source; make sure it caches by expires_in and never decodes tokens", i.kind),
         ),
-    });
+    };
+    if let Some(why) = identity.as_ref().and_then(|i| i.chosen_because.as_deref()) {
+        credential.detail = format!(
+            "{}; chosen from the environment because {why}",
+            credential.detail
+        );
+    }
+    checks.push(credential);
 
     checks.push(match &identity {
         None => check("authority_host", "authority host", Status::NotApplicable, "no token cache given"),

@@ -298,4 +298,59 @@ mod tests {
         assert_eq!(c.identity().authority, "http://127.0.0.1:9");
         assert_eq!(c.core.timeout, crate::credential::http::DEFAULT_TIMEOUT);
     }
+
+    #[test]
+    fn c6_regional_authority_from_the_environment() {
+        let base = [
+            ("AZURE_TENANT_ID", "tenant-1"),
+            ("AZURE_CLIENT_ID", "client-1"),
+            ("AZURE_CLIENT_SECRET", "s3cr3t-value"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let pairs: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            ClientSecretCredential::from_env_with(&env(&pairs)).unwrap()
+        };
+        let regional = |c: &ClientSecretCredential| {
+            c.core
+                .endpoint
+                .regional
+                .as_ref()
+                .map(|u| u.as_str().to_owned())
+        };
+        let c = with(&[("AZURE_REGIONAL_AUTHORITY_NAME", "westus2")]);
+        assert_eq!(
+            regional(&c).as_deref(),
+            Some("https://westus2.login.microsoft.com/tenant-1/oauth2/v2.0/token")
+        );
+        assert!(format!("{c:?}").contains("westus2.login.microsoft.com"));
+        let c = with(&[
+            ("AZURE_REGIONAL_AUTHORITY_NAME", "TryAutoDetect"),
+            ("REGION_NAME", "East US 2"),
+        ]);
+        assert_eq!(
+            regional(&c).as_deref(),
+            Some("https://eastus2.login.microsoft.com/tenant-1/oauth2/v2.0/token")
+        );
+        // Azure Government keeps its own host
+        let c = with(&[
+            ("AZURE_REGIONAL_AUTHORITY_NAME", "usgovvirginia"),
+            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),
+        ]);
+        assert_eq!(
+            regional(&c).as_deref(),
+            Some("https://usgovvirginia.login.microsoftonline.us/tenant-1/oauth2/v2.0/token")
+        );
+        assert_eq!(
+            regional(&with(&[("AZURE_REGIONAL_AUTHORITY_NAME", "TryAutoDetect")])),
+            None
+        );
+        assert_eq!(regional(&with(&[])), None);
+        let e = ClientSecretCredential::from_env_with(&env(&base
+            .iter()
+            .copied()
+            .chain([("AZURE_REGIONAL_AUTHORITY_NAME", "west us")])
+            .collect::<Vec<_>>()))
+        .unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
+    }
 }

@@ -27,6 +27,9 @@ pub mod authority;
 pub(crate) mod certificate;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod chain;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod client_certificate;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
@@ -140,6 +143,10 @@ pub struct CredentialIdentity {
     pub tenant: Option<String>,
     /// The client (application) id, if the source has one.
     pub client_id: Option<String>,
+    /// Why this source was chosen, when a chain such as
+    /// [`DefaultCredential`](chain::DefaultCredential) picked it from the environment (the
+    /// resilience report shows it).
+    pub chosen_because: Option<String>,
 }
 
 impl CredentialIdentity {
@@ -151,6 +158,7 @@ impl CredentialIdentity {
             authority: authority.into(),
             tenant: None,
             client_id: None,
+            chosen_because: None,
         }
     }
 
@@ -172,6 +180,13 @@ impl CredentialIdentity {
     #[must_use]
     pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// With the reason a chain chose this source.
+    #[must_use]
+    pub fn with_chosen_because(mut self, reason: impl Into<String>) -> Self {
+        self.chosen_because = Some(reason.into());
         self
     }
 }

@@ -40,6 +40,10 @@ impl Source for AppService {
         ManagedIdentitySource::AppService
     }
 
+    fn detected_by(&self) -> &'static str {
+        "IDENTITY_ENDPOINT and IDENTITY_HEADER are set (App Service, Functions, Container Apps)"
+    }
+
     fn validate(&mut self, _build: Build<'_>) -> Result<(), Error> {
         secret_header(&self.header, "IDENTITY_HEADER").map(drop)
     }

@@ -60,6 +60,10 @@ impl Source for AzureArc {
         ManagedIdentitySource::AzureArc
     }
 
+    fn detected_by(&self) -> &'static str {
+        "IDENTITY_ENDPOINT and IMDS_ENDPOINT are set, or the Azure Arc agent is installed (Azure Arc)"
+    }
+
     fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
         build.no_user_assigned(self.source())?;
         self.tokens_dir = build.arc_tokens_dir.to_path_buf();

@@ -51,6 +51,10 @@ impl Source for AzureMl {
         ManagedIdentitySource::AzureMl
     }
 
+    fn detected_by(&self) -> &'static str {
+        "MSI_ENDPOINT and MSI_SECRET are set (Azure Machine Learning)"
+    }
+
     fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
         self.client_id =
             match (build.user_assigned, &self.default_client_id) {

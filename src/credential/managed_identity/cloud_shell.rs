@@ -27,6 +27,10 @@ impl Source for CloudShell {
         ManagedIdentitySource::CloudShell
     }
 
+    fn detected_by(&self) -> &'static str {
+        "MSI_ENDPOINT is set without MSI_SECRET (Cloud Shell)"
+    }
+
     fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
         build.no_user_assigned(self.source())
     }

@@ -40,6 +40,10 @@ impl Source for Imds {
         ManagedIdentitySource::Imds
     }
 
+    fn detected_by(&self) -> &'static str {
+        "no other managed identity source's variables are set, so IMDS (VMs, VM scale sets, AKS)"
+    }
+
     fn validate(&mut self, _build: Build<'_>) -> Result<(), Error> {
         Ok(())
     }

@@ -413,6 +413,11 @@ impl ManagedIdentityCredentialBuilder {
         self.source.source()
     }
 
+    /// What in the environment selects this source (for a chain's reason).
+    pub(crate) fn detected_by(&self) -> &'static str {
+        self.source.detected_by()
+    }
+
     /// Uses this user-assigned identity instead of the system-assigned one.
     pub fn user_assigned(mut self, id: UserAssignedId) -> Self {
         self.user_assigned = Some(id);

@@ -59,6 +59,10 @@ impl Source for ServiceFabric {
         ManagedIdentitySource::ServiceFabric
     }
 
+    fn detected_by(&self) -> &'static str {
+        "IDENTITY_ENDPOINT, IDENTITY_HEADER and IDENTITY_SERVER_THUMBPRINT are set (Service Fabric)"
+    }
+
     fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
         build.no_user_assigned(self.source())?;
         if build.client.is_some() {

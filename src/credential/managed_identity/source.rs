@@ -25,6 +25,9 @@ pub(super) trait Source: Send + Sync + 'static {
     /// Which source this is.
     fn source(&self) -> ManagedIdentitySource;
 
+    /// What in the environment selects this source, for the resilience report.
+    fn detected_by(&self) -> &'static str;
+
     /// Checks the settings at build time: the user-assigned identity, secrets; may set the HTTP
     /// client (Service Fabric pins its certificate).
     fn validate(&mut self, build: Build<'_>) -> Result<(), Error>;
