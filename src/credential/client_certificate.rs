@@ -637,4 +637,58 @@ mod tests {
             );
         }
     }
+
+    #[cfg(feature = "pkcs12")]
+    #[test]
+    fn c2_from_env_reads_a_pfx_with_its_password_and_the_chain_option() {
+        let key =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["app.example".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let chain = p12_keystore::PrivateKeyChain::new(
+            b"k".to_vec(),
+            p12_keystore::PrivateKey::from_der(&key.serialize_der()).unwrap(),
+            [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
+        );
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("app", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        let pfx = store.writer("env-pa55word").write().unwrap();
+        let dir = std::env::temp_dir().join(format!("ra-pfx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.pfx");
+        std::fs::write(&path, pfx).unwrap();
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let base = |password: &str| {
+            vec![
+                ("AZURE_TENANT_ID", "tenant-1".to_owned()),
+                ("AZURE_CLIENT_ID", "client-1".to_owned()),
+                ("AZURE_CLIENT_CERTIFICATE_PATH", path.display().to_string()),
+                ("AZURE_CLIENT_CERTIFICATE_PASSWORD", password.to_owned()),
+            ]
+        };
+        let mut pairs = base("env-pa55word");
+        pairs.push(("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "true".to_owned()));
+        let c = ClientCertificateCredential::from_env_with(&env(pairs)).unwrap();
+        assert_eq!(c.identity().kind, "client_certificate");
+        let a = c.signer.assertion("https://idp/token").unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(a.expose_secret().split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            header["x5c"],
+            serde_json::json!([STANDARD.encode(cert.der())])
+        );
+
+        let e = ClientCertificateCredential::from_env_with(&env(base("wrong"))).unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert!(e.to_string().contains("wrong password"), "{e}");
+    }
 }
