@@ -37,6 +37,35 @@ use crate::{
     ManagedIdentitySource, TokenResponse, WorkloadIdentityCredential,
 };
 
+/// How a confidential client is built from the environment.
+type FromEnv = fn(Env<'_>) -> Result<Box<dyn TokenCredential>, Error>;
+
+/// The confidential clients in the order they are chosen: the variable that selects each (with
+/// `AZURE_TENANT_ID` and `AZURE_CLIENT_ID`), its kind, and how it is built.
+const CONFIDENTIAL: [(&str, CredentialKind, FromEnv); 3] = [
+    (
+        "AZURE_FEDERATED_TOKEN_FILE",
+        CredentialKind::WorkloadIdentity,
+        |env| Ok(Box::new(WorkloadIdentityCredential::from_env_with(env)?)),
+    ),
+    ("AZURE_CLIENT_SECRET", CredentialKind::ClientSecret, |env| {
+        Ok(Box::new(ClientSecretCredential::from_env_with(env)?))
+    }),
+    (
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        CredentialKind::ClientCertificate,
+        |env| Ok(Box::new(ClientCertificateCredential::from_env_with(env)?)),
+    ),
+];
+
+fn describe(kind: CredentialKind) -> &'static str {
+    match kind {
+        CredentialKind::WorkloadIdentity => "workload identity",
+        CredentialKind::ClientSecret => "client secret",
+        _ => "client certificate",
+    }
+}
+
 /// A token source chosen from the environment when it is built (see the [module docs](self)).
 pub struct DefaultCredential {
     inner: Box<dyn TokenCredential>,
@@ -57,34 +86,21 @@ impl DefaultCredential {
     /// [`from_env`](Self::from_env) over any variable lookup and Azure Arc paths (tests).
     pub(crate) fn from_env_with(env: Env<'_>, platform: &Platform) -> Result<Self, Error> {
         let set = |name: &str| optional_env(env, name).is_some();
-        let ids = set("AZURE_TENANT_ID") && set("AZURE_CLIENT_ID");
-        if ids && set("AZURE_FEDERATED_TOKEN_FILE") {
-            return Ok(Self::new(
-                WorkloadIdentityCredential::from_env_with(env)?,
-                CredentialKind::WorkloadIdentity,
-                "AZURE_FEDERATED_TOKEN_FILE, AZURE_TENANT_ID and AZURE_CLIENT_ID are set: \
-                 workload identity",
-            ));
-        }
-        if ids && set("AZURE_CLIENT_SECRET") {
-            return Ok(Self::new(
-                ClientSecretCredential::from_env_with(env)?,
-                CredentialKind::ClientSecret,
-                "AZURE_CLIENT_SECRET, AZURE_TENANT_ID and AZURE_CLIENT_ID are set: client secret",
-            ));
-        }
-        if ids && set("AZURE_CLIENT_CERTIFICATE_PATH") {
-            return Ok(Self::new(
-                ClientCertificateCredential::from_env_with(env)?,
-                CredentialKind::ClientCertificate,
-                "AZURE_CLIENT_CERTIFICATE_PATH, AZURE_TENANT_ID and AZURE_CLIENT_ID are set: \
-                 client certificate",
-            ));
+        if set("AZURE_TENANT_ID") && set("AZURE_CLIENT_ID") {
+            for (variable, chosen, build) in CONFIDENTIAL {
+                if set(variable) {
+                    let reason = format!(
+                        "{variable}, AZURE_TENANT_ID and AZURE_CLIENT_ID are set: {}",
+                        describe(chosen)
+                    );
+                    return Ok(Self::boxed(build(env)?, chosen, reason));
+                }
+            }
         }
         let mut builder = ManagedIdentityCredential::detect(env, platform);
         let mut reason = format!(
             "no workload identity or client credentials in the environment; managed identity: {}",
-            builder.detected_by()
+            builder.source().detected_by()
         );
         let takes_user_assigned = matches!(
             builder.source(),
@@ -98,18 +114,19 @@ impl DefaultCredential {
             reason.push_str("; user-assigned identity from AZURE_CLIENT_ID");
             builder = builder.user_assigned(UserAssignedId::ClientId(client_id));
         }
-        Ok(Self::new(
-            builder.build()?,
+        let credential = Box::new(builder.build()?);
+        Ok(Self::boxed(
+            credential,
             CredentialKind::ManagedIdentity,
             reason,
         ))
     }
 
-    fn new(inner: impl TokenCredential, chosen: CredentialKind, reason: impl Into<String>) -> Self {
-        let reason = reason.into();
-        tracing::info!(source = inner.identity().kind, reason = %reason, "credential chosen from the environment");
+    fn boxed(inner: Box<dyn TokenCredential>, chosen: CredentialKind, reason: String) -> Self {
+        let kind = inner.identity().kind;
+        tracing::info!(source = kind, reason = %reason, "credential chosen from the environment");
         DefaultCredential {
-            inner: Box::new(inner),
+            inner,
             chosen,
             reason,
         }

@@ -28,18 +28,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::signature::RsaKeyPair;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use futures_util::future::BoxFuture;
 use reqwest::Url;
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use super::certificate;
 use super::confidential::{
-    client_options, optional_env, process_env, required_env, ClientAuth, ClientOptions,
-    ConfidentialClient, Env, FromEnv,
+    client_options, one_request_credential, optional_env, process_env, required_env, ClientOptions,
+    ConfidentialClient, Env,
 };
-use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
-use crate::{Error, TokenResponse};
+use super::{CredentialKind, TokenRequest};
+use crate::Error;
 
 const KIND: &str = "client_certificate";
 
@@ -48,8 +47,6 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
 
 /// A cached assertion is re-signed once less than this much of its life is left.
 const RESIGN_MARGIN: Duration = Duration::from_secs(120);
-
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A confidential client that authenticates with a certificate (rule C2).
 ///
@@ -88,12 +85,10 @@ impl ClientCertificateCredential {
         certificate: impl Into<Vec<u8>>,
     ) -> ClientCertificateCredentialBuilder {
         ClientCertificateCredentialBuilder {
-            tenant_id: tenant_id.into(),
-            client_id: client_id.into(),
+            options: ClientOptions::new(tenant_id, client_id),
             certificate_pem: SecretSlice::from(certificate.into()),
             key_pem: None,
             password: None,
-            options: ClientOptions::default(),
             rs256: false,
             x5c: false,
         }
@@ -130,10 +125,10 @@ impl ClientCertificateCredential {
 
     /// [`from_env`](Self::from_env) over any variable lookup (tests pass a map).
     pub(crate) fn from_env_with(env: Env<'_>) -> Result<Self, Error> {
-        let common = FromEnv::read(env, true)?;
+        let options = ClientOptions::from_env(env, true)?;
         let path = required_env(env, "AZURE_CLIENT_CERTIFICATE_PATH")?;
-        let mut builder = Self::builder_from_file(common.tenant_id, common.client_id, path)?;
-        builder.options = common.options;
+        let mut builder = Self::builder_from_file("", "", path)?;
+        builder.options = options;
         if let Some(password) = optional_env(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD") {
             builder = builder.password(password);
         }
@@ -147,33 +142,12 @@ impl ClientCertificateCredential {
 
     fn request(&self, url: &Url, request: &TokenRequest) -> Result<reqwest::Request, Error> {
         let assertion = self.signer.assertion(url.as_str())?;
-        let scope = request.scopes.join(" ");
-        self.core.form_post(
-            url,
-            "client_credentials",
-            ClientAuth::Form,
-            &[
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", assertion.expose_secret()),
-            ],
-            &scope,
-            request,
-        )
+        self.core
+            .assertion_post(url, assertion.expose_secret(), request)
     }
 }
 
-impl TokenCredential for ClientCertificateCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.core.call(move |url| self.request(url, request)))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        self.core.identity()
-    }
-}
+one_request_credential!(ClientCertificateCredential);
 
 impl fmt::Debug for ClientCertificateCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -199,8 +173,6 @@ impl fmt::Display for ClientCertificateCredential {
 /// Builds a [`ClientCertificateCredential`]; see [`ClientCertificateCredential::builder`].
 #[must_use]
 pub struct ClientCertificateCredentialBuilder {
-    tenant_id: String,
-    client_id: String,
     certificate_pem: SecretSlice<u8>,
     key_pem: Option<SecretSlice<u8>>,
     password: Option<SecretString>,
@@ -252,12 +224,9 @@ impl ClientCertificateCredentialBuilder {
     /// tenant, token URL or region, plain http to a non-loopback host, a zero timeout, or an
     /// HTTP client that cannot be built.
     pub fn build(self) -> Result<ClientCertificateCredential, Error> {
-        let core = self.options.resolve(
-            KIND,
-            CredentialKind::ClientCertificate,
-            self.tenant_id,
-            self.client_id,
-        )?;
+        let core = self
+            .options
+            .resolve(KIND, CredentialKind::ClientCertificate)?;
         let loaded = certificate::load(
             self.certificate_pem.expose_secret(),
             self.key_pem.as_ref().map(ExposeSecret::expose_secret),
@@ -294,8 +263,7 @@ impl ClientCertificateCredentialBuilder {
 impl fmt::Debug for ClientCertificateCredentialBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCertificateCredentialBuilder")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
+            .field("options", &self.options)
             .field("certificate_pem", &"<redacted>")
             .field(
                 "private_key_pem",
@@ -303,9 +271,8 @@ impl fmt::Debug for ClientCertificateCredentialBuilder {
             )
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("send_certificate_chain", &self.x5c)
-            .field("options", &self.options)
             .field("rs256", &self.rs256)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -463,6 +430,7 @@ impl AssertionSigner {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::TokenCredential;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicU64, Ordering};
 

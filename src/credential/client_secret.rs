@@ -16,15 +16,14 @@
 
 use std::fmt;
 
-use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::confidential::{
-    client_options, process_env, required_env, ClientAuth, ClientOptions, ConfidentialClient, Env,
-    FromEnv,
+    client_options, one_request_credential, process_env, required_env, ClientAuth, ClientOptions,
+    ConfidentialClient, Env,
 };
-use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
-use crate::{Error, TokenResponse};
+use super::{CredentialKind, TokenRequest};
+use crate::Error;
 
 const KIND: &str = "client_secret";
 
@@ -55,10 +54,8 @@ impl ClientSecretCredential {
         secret: impl Into<String>,
     ) -> ClientSecretCredentialBuilder {
         ClientSecretCredentialBuilder {
-            tenant_id: tenant_id.into(),
-            client_id: client_id.into(),
+            options: ClientOptions::new(tenant_id, client_id),
             secret: SecretString::from(secret.into()),
-            options: ClientOptions::default(),
             basic: false,
         }
     }
@@ -74,11 +71,13 @@ impl ClientSecretCredential {
 
     /// [`from_env`](Self::from_env) over any variable lookup (tests pass a map).
     pub(crate) fn from_env_with(env: Env<'_>) -> Result<Self, Error> {
-        let common = FromEnv::read(env, true)?;
-        let secret = required_env(env, "AZURE_CLIENT_SECRET")?;
-        let mut builder = Self::builder(common.tenant_id, common.client_id, secret);
-        builder.options = common.options;
-        builder.build()
+        let options = ClientOptions::from_env(env, true)?;
+        ClientSecretCredentialBuilder {
+            options,
+            secret: SecretString::from(required_env(env, "AZURE_CLIENT_SECRET")?),
+            basic: false,
+        }
+        .build()
     }
 
     fn request(
@@ -110,18 +109,7 @@ impl ClientSecretCredential {
     }
 }
 
-impl TokenCredential for ClientSecretCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.core.call(move |url| self.request(url, request)))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        self.core.identity()
-    }
-}
+one_request_credential!(ClientSecretCredential);
 
 impl fmt::Debug for ClientSecretCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,8 +130,6 @@ impl fmt::Display for ClientSecretCredential {
 /// Builds a [`ClientSecretCredential`]; see [`ClientSecretCredential::builder`].
 #[must_use]
 pub struct ClientSecretCredentialBuilder {
-    tenant_id: String,
-    client_id: String,
     secret: SecretString,
     options: ClientOptions,
     basic: bool,
@@ -170,12 +156,7 @@ impl ClientSecretCredentialBuilder {
         if self.secret.expose_secret().is_empty() {
             return Err(Error::config("client secret is empty"));
         }
-        let core = self.options.resolve(
-            KIND,
-            CredentialKind::ClientSecret,
-            self.tenant_id,
-            self.client_id,
-        )?;
+        let core = self.options.resolve(KIND, CredentialKind::ClientSecret)?;
         Ok(ClientSecretCredential {
             core,
             secret: self.secret,
@@ -187,12 +168,10 @@ impl ClientSecretCredentialBuilder {
 impl fmt::Debug for ClientSecretCredentialBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientSecretCredentialBuilder")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("secret", &"<redacted>")
             .field("options", &self.options)
+            .field("secret", &"<redacted>")
             .field("client_secret_basic", &self.basic)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -200,16 +179,10 @@ impl fmt::Debug for ClientSecretCredentialBuilder {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use std::time::Duration;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::credential::confidential::test_env as env;
+    use crate::TokenCredential;
 
     #[test]
     fn c1_from_env_reads_azure_variables() {

@@ -18,6 +18,9 @@ use super::http::{default_client, send_token_request, DEFAULT_TIMEOUT};
 use super::{CredentialIdentity, CredentialKind, TokenRequest};
 use crate::{Error, TokenResponse};
 
+/// `client_assertion_type` of a JWT client assertion (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
 /// An environment variable lookup (`std::env::var` in production, a map in tests).
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -63,9 +66,12 @@ pub(crate) fn regional_authority_from_env(env: Env<'_>) -> Option<String> {
     }
 }
 
-/// The builder options every confidential-client credential shares.
+/// The builder options every confidential-client credential shares (no secrets: `Debug` shows
+/// them all).
 #[derive(Debug)]
 pub(crate) struct ClientOptions {
+    pub(crate) tenant_id: String,
+    pub(crate) client_id: String,
     pub(crate) authority: AuthorityHost,
     pub(crate) token_url: Option<String>,
     pub(crate) region: Option<String>,
@@ -73,9 +79,12 @@ pub(crate) struct ClientOptions {
     pub(crate) client: Option<reqwest::Client>,
 }
 
-impl Default for ClientOptions {
-    fn default() -> Self {
+impl ClientOptions {
+    /// The defaults for the application `client_id` of `tenant_id`.
+    pub(crate) fn new(tenant_id: impl Into<String>, client_id: impl Into<String>) -> Self {
         ClientOptions {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
             authority: AuthorityHost::default(),
             token_url: None,
             region: None,
@@ -85,43 +94,30 @@ impl Default for ClientOptions {
     }
 }
 
-/// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, and the options from `AZURE_AUTHORITY_HOST` and (with
-/// `regional`) `AZURE_REGIONAL_AUTHORITY_NAME`.
-pub(crate) struct FromEnv {
-    pub(crate) tenant_id: String,
-    pub(crate) client_id: String,
-    pub(crate) options: ClientOptions,
-}
-
-impl FromEnv {
-    /// Reads the variables every confidential client shares.
-    pub(crate) fn read(env: Env<'_>, regional: bool) -> Result<FromEnv, Error> {
-        let tenant_id = required_env(env, "AZURE_TENANT_ID")?;
-        let client_id = required_env(env, "AZURE_CLIENT_ID")?;
-        let mut options = ClientOptions::default();
+impl ClientOptions {
+    /// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_AUTHORITY_HOST` and (with `regional`)
+    /// `AZURE_REGIONAL_AUTHORITY_NAME`: the variables every confidential client shares.
+    pub(crate) fn from_env(env: Env<'_>, regional: bool) -> Result<ClientOptions, Error> {
+        let mut options = ClientOptions::new(
+            required_env(env, "AZURE_TENANT_ID")?,
+            required_env(env, "AZURE_CLIENT_ID")?,
+        );
         if let Some(host) = optional_env(env, "AZURE_AUTHORITY_HOST") {
             options.authority = AuthorityHost::parse(&host)?;
         }
         if regional {
             options.region = regional_authority_from_env(env);
         }
-        Ok(FromEnv {
-            tenant_id,
-            client_id,
-            options,
-        })
+        Ok(options)
     }
-}
 
-impl ClientOptions {
-    /// Validates the options for `tenant` and `client_id` and builds the core.
+    /// Validates the options and builds the core.
     pub(crate) fn resolve(
         self,
         kind: &'static str,
         source: CredentialKind,
-        tenant: String,
-        client_id: String,
     ) -> Result<ConfidentialClient, Error> {
+        let (tenant, client_id) = (self.tenant_id, self.client_id);
         if client_id.trim().is_empty() {
             return Err(Error::config("client id is empty"));
         }
@@ -239,15 +235,30 @@ impl ConfidentialClient {
         name: &str,
     ) -> fmt::DebugStruct<'a, 'b> {
         let mut d = f.debug_struct(name);
-        d.field("token_url", &self.endpoint.global.as_str())
-            .field(
-                "regional_token_url",
-                &self.endpoint.regional.as_ref().map(Url::as_str),
-            )
-            .field("tenant_id", &self.tenant_id)
+        let regional = self.endpoint.regional.as_ref().map(Url::as_str);
+        d.field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
+            .field("token_url", &self.endpoint.global.as_str())
+            .field("regional_token_url", &regional)
             .field("timeout", &self.timeout);
         d
+    }
+
+    /// A client credentials request proven by a JWT `assertion` (a certificate's signed
+    /// assertion, or a federated token).
+    pub(crate) fn assertion_post(
+        &self,
+        url: &Url,
+        assertion: &str,
+        request: &TokenRequest,
+    ) -> Result<reqwest::Request, Error> {
+        let fields = [
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion),
+        ];
+        let scope = request.scopes.join(" ");
+        let grant = "client_credentials";
+        self.form_post(url, grant, ClientAuth::Form, &fields, &scope, request)
     }
 
     /// A credential's `Display`: `"{what} for client {id} at {token URL}"`.
@@ -309,8 +320,39 @@ macro_rules! client_options {
 }
 pub(crate) use client_options;
 
+/// `TokenCredential` for a credential whose grant is one request built by its
+/// `request(&self, url, request)` and sent through its `core`.
+macro_rules! one_request_credential {
+    ($credential:ty) => {
+        impl $credential {
+            async fn fetch(
+                &self,
+                request: &$crate::TokenRequest,
+            ) -> Result<$crate::TokenResponse, $crate::Error> {
+                self.core.call(|url| self.request(url, request)).await
+            }
+
+            fn who(&self) -> $crate::CredentialIdentity {
+                self.core.identity()
+            }
+        }
+        $crate::credential::token_credential!($credential);
+    };
+}
+pub(crate) use one_request_credential;
+
 fn form_urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A variable lookup over `pairs`, for tests.
+#[cfg(test)]
+pub(crate) fn test_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |k| map.get(k).cloned()
 }
 
 #[cfg(test)]

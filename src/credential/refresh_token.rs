@@ -26,14 +26,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures_util::future::BoxFuture;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::confidential::{
-    client_options, process_env, ClientAuth, ClientOptions, ConfidentialClient, Env, FromEnv,
+    client_options, process_env, ClientAuth, ClientOptions, ConfidentialClient, Env,
 };
-use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
+use super::{token_credential, CredentialIdentity, CredentialKind, TokenRequest};
 use crate::cache::store::{unix_ms, StoredToken, TokenStore};
 use crate::error::IdentityProviderError;
 use crate::{Error, TokenResponse};
@@ -77,12 +76,10 @@ impl RefreshTokenCredential {
         client_id: impl Into<String>,
     ) -> RefreshTokenCredentialBuilder {
         RefreshTokenCredentialBuilder {
-            tenant_id: tenant_id.into(),
-            client_id: client_id.into(),
+            options: ClientOptions::new(tenant_id, client_id),
             refresh_token: None,
             store: None,
             store_timeout: Duration::from_secs(1),
-            options: ClientOptions::default(),
         }
     }
 
@@ -97,9 +94,8 @@ impl RefreshTokenCredential {
 
     fn from_env_with(env: Env<'_>) -> Result<RefreshTokenCredentialBuilder, Error> {
         // a public client: regional endpoints are for confidential clients only
-        let common = FromEnv::read(env, false)?;
-        let mut builder = Self::builder(common.tenant_id, common.client_id);
-        builder.options = common.options;
+        let mut builder = Self::builder("", "");
+        builder.options = ClientOptions::from_env(env, false)?;
         Ok(builder)
     }
 
@@ -260,28 +256,26 @@ fn with_hint(e: Error) -> Error {
     }
 }
 
-impl TokenCredential for RefreshTokenCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(async move {
-            let refresh_token = self.refresh_token().await?;
-            let rt = &refresh_token;
-            let mut response = self
-                .core
-                .call(move |url| self.request(url, request, rt))
-                .await
-                .map_err(with_hint)?;
-            self.persist_rotation(&mut response).await;
-            Ok(response)
-        })
+impl RefreshTokenCredential {
+    /// One `get_token`: the refresh token (store first), one request, the rotation persisted.
+    async fn fetch(&self, request: &TokenRequest) -> Result<TokenResponse, Error> {
+        let refresh_token = self.refresh_token().await?;
+        let rt = &refresh_token;
+        let mut response = self
+            .core
+            .call(move |url| self.request(url, request, rt))
+            .await
+            .map_err(with_hint)?;
+        self.persist_rotation(&mut response).await;
+        Ok(response)
     }
 
-    fn identity(&self) -> CredentialIdentity {
+    fn who(&self) -> CredentialIdentity {
         self.core.identity()
     }
 }
+
+token_credential!(RefreshTokenCredential);
 
 impl fmt::Debug for RefreshTokenCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -302,8 +296,6 @@ impl fmt::Display for RefreshTokenCredential {
 /// Builds a [`RefreshTokenCredential`]; see [`RefreshTokenCredential::builder`].
 #[must_use]
 pub struct RefreshTokenCredentialBuilder {
-    tenant_id: String,
-    client_id: String,
     refresh_token: Option<SecretString>,
     store: Option<Arc<dyn TokenStore>>,
     store_timeout: Duration,
@@ -350,12 +342,7 @@ impl RefreshTokenCredentialBuilder {
         if self.store_timeout.is_zero() {
             return Err(Error::config("store timeout must not be zero"));
         }
-        let core = self.options.resolve(
-            KIND,
-            CredentialKind::RefreshToken,
-            self.tenant_id,
-            self.client_id,
-        )?;
+        let core = self.options.resolve(KIND, CredentialKind::RefreshToken)?;
         let store_key = format!(
             "resilient-auth:v1:{KIND}:{}:{}:{}",
             core.endpoint.origin(),
@@ -375,15 +362,13 @@ impl RefreshTokenCredentialBuilder {
 impl fmt::Debug for RefreshTokenCredentialBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshTokenCredentialBuilder")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
+            .field("options", &self.options)
             .field(
                 "refresh_token",
                 &self.refresh_token.as_ref().map(|_| "<redacted>"),
             )
             .field("store", &self.store)
-            .field("options", &self.options)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -391,6 +376,7 @@ impl fmt::Debug for RefreshTokenCredentialBuilder {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::TokenCredential;
     use crate::MemoryStore;
 
     #[test]

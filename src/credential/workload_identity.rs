@@ -19,22 +19,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use reqwest::Url;
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
 use super::confidential::{
-    client_options, process_env, required_env, ClientAuth, ClientOptions, ConfidentialClient, Env,
-    FromEnv,
+    client_options, one_request_credential, process_env, required_env, ClientOptions,
+    ConfidentialClient, Env,
 };
-use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
-use crate::{Error, TokenResponse};
+use super::{CredentialKind, TokenRequest};
+use crate::Error;
 
 const KIND: &str = "workload_identity";
-
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A cached copy of the token file is re-read once it is older than this.
 pub(crate) const REREAD_AFTER: Duration = Duration::from_secs(600);
@@ -70,10 +67,8 @@ impl WorkloadIdentityCredential {
         token_file: impl Into<PathBuf>,
     ) -> WorkloadIdentityCredentialBuilder {
         WorkloadIdentityCredentialBuilder {
-            tenant_id: tenant_id.into(),
-            client_id: client_id.into(),
+            options: ClientOptions::new(tenant_id, client_id),
             token_file: token_file.into(),
-            options: ClientOptions::default(),
         }
     }
 
@@ -89,11 +84,13 @@ impl WorkloadIdentityCredential {
 
     /// [`from_env`](Self::from_env) over any variable lookup (tests pass a map).
     pub(crate) fn from_env_with(env: Env<'_>) -> Result<Self, Error> {
-        let common = FromEnv::read(env, true)?;
-        let file = required_env(env, "AZURE_FEDERATED_TOKEN_FILE")?;
-        let mut builder = Self::builder(common.tenant_id, common.client_id, file);
-        builder.options = common.options;
-        builder.build()
+        let options = ClientOptions::from_env(env, true)?;
+        let token_file = required_env(env, "AZURE_FEDERATED_TOKEN_FILE")?.into();
+        WorkloadIdentityCredentialBuilder {
+            options,
+            token_file,
+        }
+        .build()
     }
 
     /// The federated token file.
@@ -117,18 +114,8 @@ impl WorkloadIdentityCredential {
 
     fn request(&self, url: &Url, request: &TokenRequest) -> Result<reqwest::Request, Error> {
         let assertion = self.assertion()?;
-        let scope = request.scopes.join(" ");
-        self.core.form_post(
-            url,
-            "client_credentials",
-            ClientAuth::Form,
-            &[
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", assertion.expose_secret()),
-            ],
-            &scope,
-            request,
-        )
+        self.core
+            .assertion_post(url, assertion.expose_secret(), request)
     }
 }
 
@@ -166,18 +153,7 @@ fn read_token_file(path: &Path) -> Result<SecretString, Error> {
     Ok(SecretString::from(token))
 }
 
-impl TokenCredential for WorkloadIdentityCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.core.call(move |url| self.request(url, request)))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        self.core.identity()
-    }
-}
+one_request_credential!(WorkloadIdentityCredential);
 
 impl fmt::Debug for WorkloadIdentityCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -198,10 +174,8 @@ impl fmt::Display for WorkloadIdentityCredential {
 /// Builds a [`WorkloadIdentityCredential`]; see [`WorkloadIdentityCredential::builder`].
 #[must_use]
 pub struct WorkloadIdentityCredentialBuilder {
-    tenant_id: String,
-    client_id: String,
-    token_file: PathBuf,
     options: ClientOptions,
+    token_file: PathBuf,
 }
 
 impl WorkloadIdentityCredentialBuilder {
@@ -217,12 +191,9 @@ impl WorkloadIdentityCredentialBuilder {
         if self.token_file.as_os_str().is_empty() {
             return Err(Error::config("federated token file path is empty"));
         }
-        let core = self.options.resolve(
-            KIND,
-            CredentialKind::WorkloadIdentity,
-            self.tenant_id,
-            self.client_id,
-        )?;
+        let core = self
+            .options
+            .resolve(KIND, CredentialKind::WorkloadIdentity)?;
         Ok(WorkloadIdentityCredential {
             core,
             token_file: self.token_file,
@@ -234,11 +205,9 @@ impl WorkloadIdentityCredentialBuilder {
 impl fmt::Debug for WorkloadIdentityCredentialBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkloadIdentityCredentialBuilder")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("token_file", &self.token_file)
             .field("options", &self.options)
-            .finish()
+            .field("token_file", &self.token_file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -246,15 +215,9 @@ impl fmt::Debug for WorkloadIdentityCredentialBuilder {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::credential::confidential::test_env as env;
+    use crate::TokenCredential;
 
     fn temp_file(name: &str, contents: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("ra-wi-{}-{name}", std::process::id()));

@@ -5,12 +5,11 @@
 
 use std::fmt;
 
-use reqwest::Url;
 use secrecy::SecretString;
 
 use super::{
-    optional_env, secret_header, with_query, Build, Env, ManagedIdentityCredentialBuilder,
-    ManagedIdentitySource, Source, UserAssignedId, X_IDENTITY_HEADER,
+    optional_env, secret_header, Build, Call, Env, ManagedIdentityCredentialBuilder,
+    ManagedIdentitySource, Source, X_IDENTITY_HEADER,
 };
 use crate::Error;
 
@@ -22,52 +21,29 @@ pub(super) struct AppService {
 
 pub(super) fn detect(env: Env<'_>) -> Option<ManagedIdentityCredentialBuilder> {
     let endpoint = optional_env(env, "IDENTITY_ENDPOINT")?;
-    let header = optional_env(env, "IDENTITY_HEADER")?;
-    Some(builder(endpoint, header))
+    Some(builder(endpoint, optional_env(env, "IDENTITY_HEADER")?))
 }
 
 pub(super) fn builder(endpoint: String, header: String) -> ManagedIdentityCredentialBuilder {
+    let header = SecretString::from(header);
     ManagedIdentityCredentialBuilder::new(
-        AppService {
-            header: SecretString::from(header),
-        },
+        ManagedIdentitySource::AppService,
+        AppService { header },
         endpoint,
     )
 }
 
 impl Source for AppService {
-    fn source(&self) -> ManagedIdentitySource {
-        ManagedIdentitySource::AppService
-    }
-
-    fn detected_by(&self) -> &'static str {
-        "IDENTITY_ENDPOINT and IDENTITY_HEADER are set (App Service, Functions, Container Apps)"
-    }
-
     fn validate(&mut self, _build: Build<'_>) -> Result<(), Error> {
         secret_header(&self.header, "IDENTITY_HEADER").map(drop)
     }
 
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        url: Url,
-        resource: &str,
-        user_assigned: Option<&UserAssignedId>,
-    ) -> Result<reqwest::RequestBuilder, Error> {
-        let mut query = vec![("api-version", API_VERSION), ("resource", resource)];
-        if let Some(id) = user_assigned {
-            let name = match id {
-                UserAssignedId::ClientId(_) => "client_id",
-                UserAssignedId::ObjectId(_) => "object_id",
-                UserAssignedId::ResourceId(_) => "mi_res_id",
-            };
-            query.push((name, id.value()));
-        }
-        Ok(client.get(with_query(url, &query)).header(
-            X_IDENTITY_HEADER,
-            secret_header(&self.header, "IDENTITY_HEADER")?,
-        ))
+    fn request(&self, call: &Call<'_>) -> Result<reqwest::RequestBuilder, Error> {
+        let id = call.user_assigned_pair("mi_res_id");
+        let header = secret_header(&self.header, "IDENTITY_HEADER")?;
+        Ok(call
+            .get(API_VERSION, id.as_slice())
+            .header(X_IDENTITY_HEADER, header))
     }
 
     fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {

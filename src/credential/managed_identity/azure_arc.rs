@@ -13,11 +13,10 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use http::{HeaderMap, HeaderValue, StatusCode};
-use reqwest::Url;
 
 use super::{
-    optional_env, with_query, Build, Env, ManagedIdentityCredentialBuilder, ManagedIdentitySource,
-    Platform, RawResponse, Source, UserAssignedId, METADATA,
+    optional_env, Build, Call, Env, ManagedIdentityCredentialBuilder, ManagedIdentitySource,
+    Platform, RawResponse, Source, METADATA,
 };
 use crate::Error;
 
@@ -48,6 +47,7 @@ pub(super) fn detect(
 
 pub(super) fn builder(endpoint: String) -> ManagedIdentityCredentialBuilder {
     ManagedIdentityCredentialBuilder::new(
+        ManagedIdentitySource::AzureArc,
         AzureArc {
             tokens_dir: PathBuf::new(),
         },
@@ -56,31 +56,15 @@ pub(super) fn builder(endpoint: String) -> ManagedIdentityCredentialBuilder {
 }
 
 impl Source for AzureArc {
-    fn source(&self) -> ManagedIdentitySource {
-        ManagedIdentitySource::AzureArc
-    }
-
-    fn detected_by(&self) -> &'static str {
-        "IDENTITY_ENDPOINT and IMDS_ENDPOINT are set, or the Azure Arc agent is installed (Azure Arc)"
-    }
-
     fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
-        build.no_user_assigned(self.source())?;
+        build.no_user_assigned()?;
         self.tokens_dir = build.arc_tokens_dir.to_path_buf();
         Ok(())
     }
 
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        url: Url,
-        resource: &str,
-        _user_assigned: Option<&UserAssignedId>,
-    ) -> Result<reqwest::RequestBuilder, Error> {
-        let query = [("api-version", API_VERSION), ("resource", resource)];
-        Ok(client
-            .get(with_query(url, &query))
-            .header(METADATA, HeaderValue::from_static("true")))
+    fn request(&self, call: &Call<'_>) -> Result<reqwest::RequestBuilder, Error> {
+        let get = call.get(API_VERSION, &[]);
+        Ok(get.header(METADATA, HeaderValue::from_static("true")))
     }
 
     /// A `401 Basic realm=<key file>`: the key file is checked and read, and becomes the
@@ -92,7 +76,7 @@ impl Source for AzureArc {
         let key_file = challenge_path(&first.headers)?;
         let authorization = read_key(&key_file, &self.tokens_dir)?;
         tracing::debug!(
-            kind = self.source().kind(),
+            kind = ManagedIdentitySource::AzureArc.kind(),
             key_file = %key_file.display(),
             "answering the azure arc challenge"
         );

@@ -6,11 +6,10 @@
 use std::fmt;
 
 use http::HeaderValue;
-use reqwest::Url;
 use secrecy::SecretString;
 
 use super::{
-    optional_env, secret_header, with_query, Build, Env, ManagedIdentityCredentialBuilder,
+    optional_env, secret_header, Build, Call, Env, ManagedIdentityCredentialBuilder,
     ManagedIdentitySource, Source, UserAssignedId, METADATA, SECRET,
 };
 use crate::Error;
@@ -37,6 +36,7 @@ pub(super) fn builder(
     default_client_id: String,
 ) -> ManagedIdentityCredentialBuilder {
     ManagedIdentityCredentialBuilder::new(
+        ManagedIdentitySource::AzureMl,
         AzureMl {
             secret: SecretString::from(secret),
             default_client_id: Some(default_client_id).filter(|s| !s.trim().is_empty()),
@@ -47,14 +47,6 @@ pub(super) fn builder(
 }
 
 impl Source for AzureMl {
-    fn source(&self) -> ManagedIdentitySource {
-        ManagedIdentitySource::AzureMl
-    }
-
-    fn detected_by(&self) -> &'static str {
-        "MSI_ENDPOINT and MSI_SECRET are set (Azure Machine Learning)"
-    }
-
     fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
         self.client_id =
             match (build.user_assigned, &self.default_client_id) {
@@ -73,22 +65,12 @@ impl Source for AzureMl {
         secret_header(&self.secret, "MSI_SECRET").map(drop)
     }
 
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        url: Url,
-        resource: &str,
-        _user_assigned: Option<&UserAssignedId>,
-    ) -> Result<reqwest::RequestBuilder, Error> {
-        let query = [
-            ("api-version", API_VERSION),
-            ("resource", resource),
-            ("clientid", &self.client_id),
-        ];
-        Ok(client
-            .get(with_query(url, &query))
+    fn request(&self, call: &Call<'_>) -> Result<reqwest::RequestBuilder, Error> {
+        let secret = secret_header(&self.secret, "MSI_SECRET")?;
+        Ok(call
+            .get(API_VERSION, &[("clientid", &self.client_id)])
             .header(METADATA, HeaderValue::from_static("true"))
-            .header(SECRET, secret_header(&self.secret, "MSI_SECRET")?))
+            .header(SECRET, secret))
     }
 
     fn client_id(&self) -> Option<&str> {

@@ -1,14 +1,11 @@
 //! Azure Cloud Shell: detected by `MSI_ENDPOINT` alone. POST `{MSI_ENDPOINT}` with the form
 //! `resource=..` and `Metadata: true`; no user-assigned identities.
 
-use std::fmt;
-
 use http::HeaderValue;
-use reqwest::Url;
 
 use super::{
-    optional_env, Build, Env, ManagedIdentityCredentialBuilder, ManagedIdentitySource, Source,
-    UserAssignedId, METADATA,
+    optional_env, Build, Call, Env, ManagedIdentityCredentialBuilder, ManagedIdentitySource,
+    Source, METADATA,
 };
 use crate::Error;
 
@@ -19,34 +16,18 @@ pub(super) fn detect(env: Env<'_>) -> Option<ManagedIdentityCredentialBuilder> {
 }
 
 pub(super) fn builder(endpoint: String) -> ManagedIdentityCredentialBuilder {
-    ManagedIdentityCredentialBuilder::new(CloudShell, endpoint)
+    ManagedIdentityCredentialBuilder::new(ManagedIdentitySource::CloudShell, CloudShell, endpoint)
 }
 
 impl Source for CloudShell {
-    fn source(&self) -> ManagedIdentitySource {
-        ManagedIdentitySource::CloudShell
-    }
-
-    fn detected_by(&self) -> &'static str {
-        "MSI_ENDPOINT is set without MSI_SECRET (Cloud Shell)"
-    }
-
     fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
-        build.no_user_assigned(self.source())
+        build.no_user_assigned()
     }
 
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        url: Url,
-        resource: &str,
-        _user_assigned: Option<&UserAssignedId>,
-    ) -> Result<reqwest::RequestBuilder, Error> {
-        Ok(client
-            .post(url)
-            .header(METADATA, HeaderValue::from_static("true"))
-            .form(&[("resource", resource)]))
+    /// A POST with the resource in the form, not the query.
+    fn request(&self, call: &Call<'_>) -> Result<reqwest::RequestBuilder, Error> {
+        let form = [("resource", call.resource)];
+        let post = call.client.post(call.url.clone()).form(&form);
+        Ok(post.header(METADATA, HeaderValue::from_static("true")))
     }
-
-    fn debug_fields(&self, _d: &mut fmt::DebugStruct<'_, '_>) {}
 }

@@ -3,14 +3,12 @@
 //! with `Metadata: true`; a user-assigned identity as `client_id`, `object_id` or `msi_res_id`.
 //! The base is `http://169.254.169.254`, or `AZURE_POD_IDENTITY_AUTHORITY_HOST`.
 
-use std::fmt;
-
 use http::HeaderValue;
 use reqwest::Url;
 
 use super::{
-    optional_env, parse_endpoint, with_query, Build, Env, ManagedIdentityCredentialBuilder,
-    ManagedIdentitySource, Source, UserAssignedId, METADATA,
+    optional_env, parse_endpoint, Call, Env, ManagedIdentityCredentialBuilder,
+    ManagedIdentitySource, Source, METADATA,
 };
 use crate::Error;
 
@@ -24,61 +22,32 @@ pub(super) struct Imds;
 
 /// IMDS is always there to fall back on; `AZURE_POD_IDENTITY_AUTHORITY_HOST` moves it.
 pub(super) fn detect(env: Env<'_>) -> ManagedIdentityCredentialBuilder {
-    let b = builder();
     match optional_env(env, "AZURE_POD_IDENTITY_AUTHORITY_HOST") {
-        Some(base) => b.endpoint(base),
-        None => b,
+        Some(base) => builder().endpoint(base),
+        None => builder(),
     }
 }
 
 pub(super) fn builder() -> ManagedIdentityCredentialBuilder {
-    ManagedIdentityCredentialBuilder::new(Imds, IMDS_BASE.to_owned())
+    ManagedIdentityCredentialBuilder::new(ManagedIdentitySource::Imds, Imds, IMDS_BASE.to_owned())
 }
 
 impl Source for Imds {
-    fn source(&self) -> ManagedIdentitySource {
-        ManagedIdentitySource::Imds
-    }
-
-    fn detected_by(&self) -> &'static str {
-        "no other managed identity source's variables are set, so IMDS (VMs, VM scale sets, AKS)"
-    }
-
-    fn validate(&mut self, _build: Build<'_>) -> Result<(), Error> {
-        Ok(())
-    }
-
     /// The endpoint is a base URL (a bare host means http): the token path is appended.
-    fn url(&self, base: &str) -> Result<Url, Error> {
+    fn url(&self, base: &str, source: ManagedIdentitySource) -> Result<Url, Error> {
         let base = base.trim().trim_end_matches('/');
         let base = if base.contains("://") {
             base.to_owned()
         } else {
             format!("http://{base}")
         };
-        parse_endpoint(&format!("{base}{IMDS_PATH}"), self.source())
+        parse_endpoint(&format!("{base}{IMDS_PATH}"), source)
     }
 
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        url: Url,
-        resource: &str,
-        user_assigned: Option<&UserAssignedId>,
-    ) -> Result<reqwest::RequestBuilder, Error> {
-        let mut query = vec![("api-version", API_VERSION), ("resource", resource)];
-        if let Some(id) = user_assigned {
-            let name = match id {
-                UserAssignedId::ClientId(_) => "client_id",
-                UserAssignedId::ObjectId(_) => "object_id",
-                UserAssignedId::ResourceId(_) => "msi_res_id",
-            };
-            query.push((name, id.value()));
-        }
-        Ok(client
-            .get(with_query(url, &query))
+    fn request(&self, call: &Call<'_>) -> Result<reqwest::RequestBuilder, Error> {
+        let id = call.user_assigned_pair("msi_res_id");
+        Ok(call
+            .get(API_VERSION, id.as_slice())
             .header(METADATA, HeaderValue::from_static("true")))
     }
-
-    fn debug_fields(&self, _d: &mut fmt::DebugStruct<'_, '_>) {}
 }

@@ -72,7 +72,7 @@ use self::azure_arc as arc;
 pub(crate) use self::response::mi_error;
 use self::response::{map_response, resource_of};
 use self::source::{
-    mi_client, parse_endpoint, secret_header, with_query, Build, Source, METADATA, SECRET,
+    mi_client, parse_endpoint, secret_header, Build, Call, Source, METADATA, SECRET,
     X_IDENTITY_HEADER,
 };
 
@@ -80,13 +80,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use reqwest::Url;
 
 use super::confidential::{optional_env, process_env, Env};
 use super::http::{send_raw, RawResponse, DEFAULT_TIMEOUT};
-use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
+use super::{token_credential, CredentialIdentity, CredentialKind, TokenRequest};
 use crate::{Error, TokenResponse};
 
 #[cfg(test)]
@@ -119,25 +118,54 @@ impl ManagedIdentitySource {
     /// The credential kind reported by [`TokenCredential::identity`], e.g.
     /// `managed_identity/imds`.
     pub fn kind(self) -> &'static str {
-        self.names().0
+        self.describe().0
     }
 
     fn name(self) -> &'static str {
-        self.names().1
+        self.describe().1
     }
 
-    fn names(self) -> (&'static str, &'static str) {
+    /// What in the environment selects this source, for a chain's reason.
+    pub(crate) fn detected_by(self) -> &'static str {
+        self.describe().2
+    }
+
+    /// The kind string, the display name and what selects the source.
+    fn describe(self) -> (&'static str, &'static str, &'static str) {
+        use ManagedIdentitySource as S;
         match self {
-            ManagedIdentitySource::Imds => ("managed_identity/imds", "IMDS"),
-            ManagedIdentitySource::AppService => ("managed_identity/app_service", "App Service"),
-            ManagedIdentitySource::ServiceFabric => {
-                ("managed_identity/service_fabric", "Service Fabric")
-            }
-            ManagedIdentitySource::AzureMl => {
-                ("managed_identity/azure_ml", "Azure Machine Learning")
-            }
-            ManagedIdentitySource::CloudShell => ("managed_identity/cloud_shell", "Cloud Shell"),
-            ManagedIdentitySource::AzureArc => ("managed_identity/azure_arc", "Azure Arc"),
+            S::Imds => (
+                "managed_identity/imds",
+                "IMDS",
+                "no other managed identity source's variables are set, so IMDS (VMs, VM scale \
+                 sets, AKS)",
+            ),
+            S::AppService => (
+                "managed_identity/app_service",
+                "App Service",
+                "IDENTITY_ENDPOINT and IDENTITY_HEADER are set (App Service, Functions, \
+                 Container Apps)",
+            ),
+            S::ServiceFabric => (
+                "managed_identity/service_fabric",
+                "Service Fabric",
+                "IDENTITY_ENDPOINT, IDENTITY_HEADER and IDENTITY_SERVER_THUMBPRINT are set",
+            ),
+            S::AzureMl => (
+                "managed_identity/azure_ml",
+                "Azure Machine Learning",
+                "MSI_ENDPOINT and MSI_SECRET are set (Azure Machine Learning)",
+            ),
+            S::CloudShell => (
+                "managed_identity/cloud_shell",
+                "Cloud Shell",
+                "MSI_ENDPOINT is set without MSI_SECRET (Cloud Shell)",
+            ),
+            S::AzureArc => (
+                "managed_identity/azure_arc",
+                "Azure Arc",
+                "IDENTITY_ENDPOINT and IMDS_ENDPOINT are set, or the Azure Arc agent is installed",
+            ),
         }
     }
 }
@@ -187,6 +215,7 @@ impl UserAssignedId {
 /// for the wire details.
 pub struct ManagedIdentityCredential {
     client: reqwest::Client,
+    kind: ManagedIdentitySource,
     source: Box<dyn Source>,
     url: Url,
     user_assigned: Option<UserAssignedId>,
@@ -278,7 +307,7 @@ impl ManagedIdentityCredential {
 
     /// The source this credential calls.
     pub fn source(&self) -> ManagedIdentitySource {
-        self.source.source()
+        self.kind
     }
 
     /// The user-assigned identity, if one was chosen.
@@ -296,14 +325,15 @@ impl ManagedIdentityCredential {
         resource: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<reqwest::Request, Error> {
+        let call = Call {
+            client: &self.client,
+            url: &self.url,
+            resource,
+            user_assigned: self.user_assigned.as_ref(),
+        };
         let mut builder = self
             .source
-            .request(
-                &self.client,
-                self.url.clone(),
-                resource,
-                self.user_assigned.as_ref(),
-            )?
+            .request(&call)?
             .header(http::header::ACCEPT, "application/json");
         if let Some(value) = authorization {
             builder = builder.header(http::header::AUTHORIZATION, value.clone());
@@ -324,30 +354,26 @@ impl ManagedIdentityCredential {
     }
 }
 
-impl TokenCredential for ManagedIdentityCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(async move {
-            let resource = resource_of(request)?;
-            if request.claims.is_some() {
-                tracing::debug!(
-                    kind = self.kind(),
-                    "managed identity endpoints take no claims; fetching a fresh token without"
-                );
+impl ManagedIdentityCredential {
+    /// One `get_token`: one request (and Azure Arc's challenge answer).
+    async fn fetch(&self, request: &TokenRequest) -> Result<TokenResponse, Error> {
+        let resource = resource_of(request)?;
+        if request.claims.is_some() {
+            tracing::debug!(
+                kind = self.kind(),
+                "managed identity endpoints take no claims; fetching a fresh token without"
+            );
+        }
+        let first = self.send(&resource, None).await?;
+        match self.source.answer(&first)? {
+            Some(authorization) => {
+                map_response(self.send(&resource, Some(&authorization)).await?)
             }
-            let first = self.send(&resource, None).await?;
-            match self.source.answer(&first)? {
-                Some(authorization) => {
-                    map_response(self.send(&resource, Some(&authorization)).await?)
-                }
-                None => map_response(first),
-            }
-        })
+            None => map_response(first),
+        }
     }
 
-    fn identity(&self) -> CredentialIdentity {
+    fn who(&self) -> CredentialIdentity {
         let identity =
             CredentialIdentity::new(self.kind(), self.url.origin().ascii_serialization())
                 .with_source(CredentialKind::ManagedIdentity);
@@ -358,6 +384,8 @@ impl TokenCredential for ManagedIdentityCredential {
         }
     }
 }
+
+token_credential!(ManagedIdentityCredential);
 
 impl fmt::Debug for ManagedIdentityCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -388,6 +416,7 @@ impl fmt::Display for ManagedIdentityCredential {
 /// Builds a [`ManagedIdentityCredential`]; start from one of its constructors.
 #[must_use]
 pub struct ManagedIdentityCredentialBuilder {
+    kind: ManagedIdentitySource,
     source: Box<dyn Source>,
     endpoint: String,
     user_assigned: Option<UserAssignedId>,
@@ -397,8 +426,9 @@ pub struct ManagedIdentityCredentialBuilder {
 }
 
 impl ManagedIdentityCredentialBuilder {
-    fn new(source: impl Source, endpoint: String) -> Self {
+    fn new(kind: ManagedIdentitySource, source: impl Source, endpoint: String) -> Self {
         ManagedIdentityCredentialBuilder {
+            kind,
             source: Box::new(source),
             endpoint,
             user_assigned: None,
@@ -410,12 +440,7 @@ impl ManagedIdentityCredentialBuilder {
 
     /// The source this builder will call.
     pub fn source(&self) -> ManagedIdentitySource {
-        self.source.source()
-    }
-
-    /// What in the environment selects this source (for a chain's reason).
-    pub(crate) fn detected_by(&self) -> &'static str {
-        self.source.detected_by()
+        self.kind
     }
 
     /// Uses this user-assigned identity instead of the system-assigned one.
@@ -470,8 +495,9 @@ impl ManagedIdentityCredentialBuilder {
                 return Err(Error::config("user-assigned identity id is empty"));
             }
         }
-        let url = self.source.url(&self.endpoint)?;
+        let url = self.source.url(&self.endpoint, self.kind)?;
         self.source.validate(Build {
+            source: self.kind,
             user_assigned: self.user_assigned.as_ref(),
             client: &mut self.client,
             arc_tokens_dir: &self.arc_tokens_dir,
@@ -482,6 +508,7 @@ impl ManagedIdentityCredentialBuilder {
         };
         Ok(ManagedIdentityCredential {
             client,
+            kind: self.kind,
             source: self.source,
             url,
             user_assigned: self.user_assigned,

@@ -17,12 +17,11 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-use reqwest::Url;
 use secrecy::SecretString;
 
 use super::{
-    optional_env, secret_header, with_query, Build, Env, ManagedIdentityCredentialBuilder,
-    ManagedIdentitySource, Source, UserAssignedId, SECRET,
+    optional_env, secret_header, Build, Call, Env, ManagedIdentityCredentialBuilder,
+    ManagedIdentitySource, Source, SECRET,
 };
 use crate::Error;
 
@@ -46,6 +45,7 @@ pub(super) fn builder(
     thumbprint: String,
 ) -> ManagedIdentityCredentialBuilder {
     ManagedIdentityCredentialBuilder::new(
+        ManagedIdentitySource::ServiceFabric,
         ServiceFabric {
             header: SecretString::from(header),
             thumbprint,
@@ -55,16 +55,8 @@ pub(super) fn builder(
 }
 
 impl Source for ServiceFabric {
-    fn source(&self) -> ManagedIdentitySource {
-        ManagedIdentitySource::ServiceFabric
-    }
-
-    fn detected_by(&self) -> &'static str {
-        "IDENTITY_ENDPOINT, IDENTITY_HEADER and IDENTITY_SERVER_THUMBPRINT are set (Service Fabric)"
-    }
-
     fn validate(&mut self, build: Build<'_>) -> Result<(), Error> {
-        build.no_user_assigned(self.source())?;
+        build.no_user_assigned()?;
         if build.client.is_some() {
             return Err(Error::config(
                 "Service Fabric builds its own HTTP client (it trusts only the pinned certificate)",
@@ -75,17 +67,9 @@ impl Source for ServiceFabric {
         Ok(())
     }
 
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        url: Url,
-        resource: &str,
-        _user_assigned: Option<&UserAssignedId>,
-    ) -> Result<reqwest::RequestBuilder, Error> {
-        let query = [("api-version", API_VERSION), ("resource", resource)];
-        Ok(client
-            .get(with_query(url, &query))
-            .header(SECRET, secret_header(&self.header, "IDENTITY_HEADER")?))
+    fn request(&self, call: &Call<'_>) -> Result<reqwest::RequestBuilder, Error> {
+        let secret = secret_header(&self.header, "IDENTITY_HEADER")?;
+        Ok(call.get(API_VERSION, &[]).header(SECRET, secret))
     }
 
     fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {

@@ -22,29 +22,19 @@ pub(super) const SECRET: HeaderName = HeaderName::from_static("secret");
 /// shape. The builder holds one (unvalidated), the credential the same one after
 /// [`validate`](Self::validate).
 pub(super) trait Source: Send + Sync + 'static {
-    /// Which source this is.
-    fn source(&self) -> ManagedIdentitySource;
-
-    /// What in the environment selects this source, for the resilience report.
-    fn detected_by(&self) -> &'static str;
-
     /// Checks the settings at build time: the user-assigned identity, secrets; may set the HTTP
     /// client (Service Fabric pins its certificate).
-    fn validate(&mut self, build: Build<'_>) -> Result<(), Error>;
-
-    /// The token URL from the configured endpoint.
-    fn url(&self, endpoint: &str) -> Result<Url, Error> {
-        parse_endpoint(endpoint, self.source())
+    fn validate(&mut self, _build: Build<'_>) -> Result<(), Error> {
+        Ok(())
     }
 
-    /// One token request for `resource`.
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        url: Url,
-        resource: &str,
-        user_assigned: Option<&UserAssignedId>,
-    ) -> Result<reqwest::RequestBuilder, Error>;
+    /// The token URL from the configured endpoint.
+    fn url(&self, endpoint: &str, source: ManagedIdentitySource) -> Result<Url, Error> {
+        parse_endpoint(endpoint, source)
+    }
+
+    /// One token request.
+    fn request(&self, call: &Call<'_>) -> Result<reqwest::RequestBuilder, Error>;
 
     /// The `Authorization` value answering a challenge in `first`, if this source answers
     /// challenges (Azure Arc) and `first` is one.
@@ -58,11 +48,12 @@ pub(super) trait Source: Send + Sync + 'static {
     }
 
     /// The source's own `Debug` fields (secrets redacted).
-    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>);
+    fn debug_fields(&self, _d: &mut fmt::DebugStruct<'_, '_>) {}
 }
 
 /// What a source sees of its builder when it is validated.
 pub(super) struct Build<'a> {
+    pub(super) source: ManagedIdentitySource,
     pub(super) user_assigned: Option<&'a UserAssignedId>,
     pub(super) client: &'a mut Option<reqwest::Client>,
     pub(super) arc_tokens_dir: &'a Path,
@@ -70,13 +61,47 @@ pub(super) struct Build<'a> {
 
 impl Build<'_> {
     /// A source that takes no user-assigned identity refuses one.
-    pub(super) fn no_user_assigned(&self, source: ManagedIdentitySource) -> Result<(), Error> {
+    pub(super) fn no_user_assigned(&self) -> Result<(), Error> {
         match self.user_assigned {
             Some(_) => Err(Error::config(format!(
-                "{source} does not support user-assigned managed identities"
+                "{} does not support user-assigned managed identities",
+                self.source
             ))),
             None => Ok(()),
         }
+    }
+}
+
+/// One token request being shaped.
+pub(super) struct Call<'a> {
+    pub(super) client: &'a reqwest::Client,
+    pub(super) url: &'a Url,
+    pub(super) resource: &'a str,
+    pub(super) user_assigned: Option<&'a UserAssignedId>,
+}
+
+impl Call<'_> {
+    /// A GET with `api-version`, `resource` and `extra` in the query.
+    pub(super) fn get(&self, api_version: &str, extra: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        let mut url = self.url.clone();
+        url.query_pairs_mut()
+            .append_pair("api-version", api_version)
+            .append_pair("resource", self.resource)
+            .extend_pairs(extra);
+        self.client.get(url)
+    }
+
+    /// The user-assigned identity as a query pair: `client_id`, `object_id`, or a resource id
+    /// under `resource_id_name`.
+    pub(super) fn user_assigned_pair(
+        &self,
+        resource_id_name: &'static str,
+    ) -> Option<(&'static str, &str)> {
+        self.user_assigned.map(|id| match id {
+            UserAssignedId::ClientId(v) => ("client_id", v.as_str()),
+            UserAssignedId::ObjectId(v) => ("object_id", v.as_str()),
+            UserAssignedId::ResourceId(v) => (resource_id_name, v.as_str()),
+        })
     }
 }
 
@@ -101,12 +126,6 @@ pub(super) fn secret_header(secret: &SecretString, name: &str) -> Result<HeaderV
         .map_err(|_| Error::config(format!("{name} is not a valid header value")))?;
     header.set_sensitive(true);
     Ok(header)
-}
-
-/// `url` with `pairs` appended to its query.
-pub(super) fn with_query(mut url: Url, pairs: &[(&str, &str)]) -> Url {
-    url.query_pairs_mut().extend_pairs(pairs);
-    url
 }
 
 /// Parses and checks a managed identity endpoint (rule X2, widened to link-local for IMDS).

@@ -1,18 +1,11 @@
 use super::*;
-use std::collections::HashMap;
+use crate::TokenCredential;
+use crate::credential::confidential::test_env as env;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const HEADER: &str = "identity-header-s3cr3t";
 const MSI_SECRET: &str = "msi-secret-s3cr3t";
 const THUMBPRINT: &str = "A1B2C3D4E5F60718293A4B5C6D7E8F9011223344";
-
-fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    move |k| map.get(k).cloned()
-}
 
 /// A fresh temporary directory.
 fn temp_dir(name: &str) -> PathBuf {
