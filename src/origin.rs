@@ -143,6 +143,7 @@ impl<'a> Origin<'a> {
 
     /// Rule X2 widened for managed identity endpoints: also plain http to a link-local
     /// address (IMDS lives at `169.254.169.254`).
+    #[cfg(feature = "reqwest")]
     pub(crate) fn may_carry_managed_identity_secret(&self) -> bool {
         self.may_carry_token()
             || (self.is_http()

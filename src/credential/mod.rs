@@ -50,6 +50,7 @@ with_reqwest! {
 
 /// `TokenCredential` for a credential with an inherent `fetch(&self, &TokenRequest)` (one
 /// `get_token` call) and `who(&self)` (its identity).
+#[cfg(feature = "reqwest")]
 macro_rules! token_credential {
     ($credential:ty) => {
         impl $crate::TokenCredential for $credential {

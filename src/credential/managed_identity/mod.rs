@@ -69,6 +69,8 @@ mod source;
 // The Azure Arc challenge helpers under their older name (tests and the fuzz targets).
 #[allow(unused_imports)]
 use self::azure_arc as arc;
+// the testkit's fake IMDS and the fuzz targets read error bodies as the credential does
+#[allow(unused_imports)]
 pub(crate) use self::response::mi_error;
 use self::response::{map_response, resource_of};
 use self::source::{
