@@ -50,7 +50,7 @@ const RESIGN_MARGIN: Duration = Duration::from_secs(120);
 
 /// A confidential client that authenticates with a certificate (rule C2).
 ///
-/// Each [`get_token`](TokenCredential::get_token) sends one POST to
+/// Each [`get_token`](crate::TokenCredential::get_token) sends one POST to
 /// `{authority}/{tenant}/oauth2/v2.0/token` with `grant_type=client_credentials`, `client_id`,
 /// `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`,
 /// `client_assertion` and `scope` (and `claims` after a CAE challenge).

@@ -29,7 +29,7 @@ const KIND: &str = "client_secret";
 
 /// A confidential client that authenticates with a client secret (rule C1).
 ///
-/// Each [`get_token`](TokenCredential::get_token) sends one POST to
+/// Each [`get_token`](crate::TokenCredential::get_token) sends one POST to
 /// `{authority}/{tenant}/oauth2/v2.0/token` with the form fields `grant_type=client_credentials`,
 /// `client_id`, `client_secret`, `scope` (and `claims` after a CAE challenge). It also works with
 /// any standards-compliant OAuth 2.0 server: set

@@ -46,7 +46,7 @@ const HINT: &str = "interactive sign-in is needed";
 /// The refresh token comes from a [`TokenStore`] (under its own key,
 /// `resilient-auth:v1:refresh_token:{authority}:{tenant}:{client}`, see
 /// [`store_key`](Self::store_key)) and, if the store has none, from the one given to the builder.
-/// Each [`get_token`](TokenCredential::get_token) posts `grant_type=refresh_token`, `client_id`,
+/// Each [`get_token`](crate::TokenCredential::get_token) posts `grant_type=refresh_token`, `client_id`,
 /// `refresh_token`, `scope` (the request's scopes plus `offline_access`, so that Entra ID returns
 /// a new refresh token) and `claims` to the v2.0 token endpoint. A rotated refresh token is
 /// saved to the store — awaited — before the access token is returned; with a store, the

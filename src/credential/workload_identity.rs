@@ -43,7 +43,7 @@ const MAX_TOKEN_FILE: u64 = 64 * 1024;
 /// provider (the Kubernetes service account token AKS projects into the pod) is the client
 /// assertion of a client credentials grant.
 ///
-/// Each [`get_token`](TokenCredential::get_token) sends one POST to
+/// Each [`get_token`](crate::TokenCredential::get_token) sends one POST to
 /// `{authority}/{tenant}/oauth2/v2.0/token` with `grant_type=client_credentials`, `client_id`,
 /// `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`,
 /// `client_assertion` (the file's contents), `scope` (and `claims` after a CAE challenge).

@@ -117,7 +117,7 @@ pub enum ManagedIdentitySource {
 }
 
 impl ManagedIdentitySource {
-    /// The credential kind reported by [`TokenCredential::identity`], e.g.
+    /// The credential kind reported by [`TokenCredential::identity`](crate::TokenCredential::identity), e.g.
     /// `managed_identity/imds`.
     pub fn kind(self) -> &'static str {
         self.describe().0
