@@ -19,7 +19,16 @@
 //! | `testkit` | yes | [`testkit::FakeIdentityProvider`]: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults (used by `cargo run --example daemon`) |
 //! | `file-store` | no | `FileStore`: tokens in `0600` files, kept across restarts (native apps) |
 //! | `redis` | no | `RedisStore`: tokens shared by replicas through Redis, optionally encrypted |
+//! | `pkcs12` | no | password-protected client certificates: PKCS#12 (`.pfx`/`.p12`) files and encrypted PKCS#8 PEM keys |
 //! | `full` | no | everything |
+//!
+//! # Token sources
+//!
+//! The [`credential`] module: `DefaultCredential` picks one source from the environment (workload
+//! identity, client secret, client certificate, managed identity — in the Azure SDKs' order),
+//! or build one directly. The confidential clients share one core (`credential/confidential.rs`:
+//! authority, region, token URL, timeout, form POST, errors); each managed identity source is one
+//! file under `credential/managed_identity/`.
 //!
 //! # Example
 //!
