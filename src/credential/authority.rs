@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use reqwest::Url;
 
+use super::confidential::TRY_AUTO_DETECT;
 use super::http::check_url;
 use crate::origin::Origin;
 use crate::retry::policy::{later, Failure, WaitPolicy};
@@ -217,7 +218,75 @@ pub(crate) fn check_tenant(tenant: &str) -> Result<(), Error> {
 pub(crate) struct TokenEndpoint {
     pub(crate) global: Url,
     pub(crate) regional: Option<Url>,
+    /// For `TryAutoDetect` without `REGION_NAME`: the region, asked of IMDS once.
+    discovery: Option<Arc<RegionDiscovery>>,
     regional_down: Arc<Mutex<RegionalDown>>,
+}
+
+/// MSAL's region discovery on a VM: `GET /metadata/instance/compute/location?format=text` at
+/// IMDS with `Metadata: true`, once, with a 2 s timeout; no answer means the global endpoint.
+#[derive(Debug)]
+struct RegionDiscovery {
+    location: Url,
+    authority: AuthorityHost,
+    tenant: String,
+    regional: tokio::sync::OnceCell<Option<Url>>,
+}
+
+/// IMDS's instance location endpoint.
+const IMDS_LOCATION: &str =
+    "http://169.254.169.254/metadata/instance/compute/location?format=text&api-version=2021-02-01";
+
+impl RegionDiscovery {
+    /// The regional token URL, detected on the first call.
+    async fn regional(&self) -> Option<&Url> {
+        let detected = self.regional.get_or_init(|| async {
+            let region = match self.ask_imds().await {
+                Ok(region) => region,
+                Err(e) => {
+                    tracing::info!(error = %e, "region auto-detection failed; using the global token endpoint");
+                    return None;
+                }
+            };
+            match self.authority.regional(&region).and_then(|h| h.token_url(&self.tenant)) {
+                Ok(url) => {
+                    tracing::info!(region, "region detected through IMDS");
+                    Some(url)
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "IMDS named no usable region; using the global token endpoint");
+                    None
+                }
+            }
+        });
+        detected.await.as_ref()
+    }
+
+    async fn ask_imds(&self) -> Result<String, Error> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|_| Error::config("could not build the region discovery client"))?;
+        let request = client
+            .get(self.location.clone())
+            .header("metadata", "true")
+            .build()
+            .map_err(|_| Error::config("could not build the region discovery request"))?;
+        let timeout = std::time::Duration::from_secs(2);
+        let raw = super::http::send_raw(&client, request, timeout, "region_discovery").await?;
+        let region = String::from_utf8_lossy(&raw.body)
+            .trim()
+            .replace(' ', "")
+            .to_ascii_lowercase();
+        if !raw.status.is_success() || region.is_empty() {
+            return Err(Error::invalid_response(format!(
+                "IMDS answered {} to the location request",
+                raw.status
+            )));
+        }
+        Ok(region)
+    }
 }
 
 /// Consecutive failures of the regional endpoint, and until when it is skipped.
@@ -252,13 +321,26 @@ impl TokenEndpoint {
             }
             None => authority.token_url(tenant)?,
         };
-        let regional = match region {
-            Some(region) => Some(authority.regional(region)?.token_url(tenant)?),
-            None => None,
+        let (regional, discovery) = match region {
+            Some(r) if r.trim().eq_ignore_ascii_case(TRY_AUTO_DETECT) => {
+                // fails now for an authority that cannot have regional hosts
+                authority.regional("westus")?;
+                let discovery = RegionDiscovery {
+                    location: Url::parse(IMDS_LOCATION)
+                        .map_err(|_| Error::config("invalid IMDS location URL"))?,
+                    authority: authority.clone(),
+                    tenant: tenant.to_owned(),
+                    regional: tokio::sync::OnceCell::new(),
+                };
+                (None, Some(Arc::new(discovery)))
+            }
+            Some(region) => (Some(authority.regional(region)?.token_url(tenant)?), None),
+            None => (None, None),
         };
         Ok(TokenEndpoint {
             global,
             regional,
+            discovery,
             regional_down: Arc::default(),
         })
     }
@@ -276,7 +358,12 @@ impl TokenEndpoint {
         F: FnMut(&Url) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        if let Some(regional) = &self.regional {
+        let regional = match (&self.regional, &self.discovery) {
+            (Some(regional), _) => Some(regional),
+            (None, Some(discovery)) => discovery.regional().await,
+            (None, None) => None,
+        };
+        if let Some(regional) = regional {
             let skip_until = self.down().until.filter(|t| *t > Instant::now());
             if skip_until.is_none() {
                 match attempt(regional).await {
@@ -304,6 +391,15 @@ impl TokenEndpoint {
 }
 
 impl TokenEndpoint {
+    /// Region discovery at another IMDS location URL (tests).
+    #[cfg(test)]
+    fn with_imds_location(mut self, location: &str) -> Self {
+        if let Some(d) = self.discovery.as_mut().and_then(Arc::get_mut) {
+            d.location = Url::parse(location).expect("a test URL");
+        }
+        self
+    }
+
     fn down(&self) -> std::sync::MutexGuard<'_, RegionalDown> {
         self.regional_down
             .lock()
@@ -493,6 +589,7 @@ mod tests {
         TokenEndpoint {
             global: Url::parse("https://global.example/t").unwrap(),
             regional: Some(Url::parse("https://regional.example/t").unwrap()),
+            discovery: None,
             regional_down: Arc::default(),
         }
     }
@@ -555,5 +652,69 @@ mod tests {
                 ("regional".to_owned(), 18200),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn c6_try_auto_detect_asks_imds_once_for_the_region() {
+        use wiremock::matchers::{header, method, path, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let location = "/metadata/instance/compute/location";
+        let hosts_called = |ep: &TokenEndpoint| {
+            let ep = ep.clone();
+            async move {
+                let mut calls = Vec::new();
+                let out = ep
+                    .call(|url| {
+                        calls.push(url.as_str().to_owned());
+                        async { Err::<(), _>(Error::invalid_response("x")) }
+                    })
+                    .await;
+                assert!(out.is_err());
+                calls
+            }
+        };
+
+        let imds = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(location))
+            .and(header("metadata", "true"))
+            .and(query_param("format", "text"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("West US 2\n"))
+            .expect(1)
+            .mount(&imds)
+            .await;
+        let url = format!("{}{location}?format=text&api-version=2021-02-01", imds.uri());
+        let ep = TokenEndpoint::new(&AuthorityHost::AZURE_PUBLIC, "t", Some("tryautodetect"), None)
+            .unwrap()
+            .with_imds_location(&url);
+        assert_eq!(ep.regional, None);
+        for _ in 0..3 {
+            assert_eq!(
+                hosts_called(&ep).await,
+                ["https://westus2.login.microsoft.com/t/oauth2/v2.0/token"]
+            );
+        }
+
+        // no IMDS answer (off Azure): the global endpoint, and IMDS is not asked again
+        let missing = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(404))
+            .expect(1)
+            .mount(&missing)
+            .await;
+        let url = format!("{}{location}?format=text", missing.uri());
+        let ep = TokenEndpoint::new(&AuthorityHost::AZURE_PUBLIC, "t", Some("TryAutoDetect"), None)
+            .unwrap()
+            .with_imds_location(&url);
+        for _ in 0..2 {
+            assert_eq!(
+                hosts_called(&ep).await,
+                ["https://login.microsoftonline.com/t/oauth2/v2.0/token"]
+            );
+        }
+
+        // an authority that cannot have regional hosts fails at build time
+        let ip = AuthorityHost::parse("http://127.0.0.1:1").unwrap();
+        assert!(TokenEndpoint::new(&ip, "t", Some("TryAutoDetect"), None).is_err());
     }
 }

@@ -39,31 +39,27 @@ pub(crate) fn optional_env(env: Env<'_>, name: &str) -> Option<String> {
     env(name).filter(|v| !v.trim().is_empty())
 }
 
-/// `AZURE_REGIONAL_AUTHORITY_NAME`'s value that asks for the region to be detected.
+/// The region value that asks for the region to be detected (MSAL's
+/// `ConfidentialClientApplication.AttemptRegionDiscovery`).
 pub(crate) const TRY_AUTO_DETECT: &str = "TryAutoDetect";
 
 /// The region `AZURE_REGIONAL_AUTHORITY_NAME` asks for, as MSAL reads it: a region name (e.g.
-/// `westus2`), or `TryAutoDetect` (any case), which takes the region from `REGION_NAME` (set
-/// by App Service and Functions; spaces removed, lowercased, so `West US 2` is `westus2`). When
-/// `TryAutoDetect` finds no `REGION_NAME`, the global endpoint is used: MSAL would next ask IMDS
-/// for the VM's location, which this crate does not do (it would add a network call, and a
-/// 2 s wait off Azure, to building a credential).
+/// `westus2`), or `TryAutoDetect` (any case), which is resolved by [`detect_region`].
 pub(crate) fn regional_authority_from_env(env: Env<'_>) -> Option<String> {
     let value = optional_env(env, "AZURE_REGIONAL_AUTHORITY_NAME")?;
-    let value = value.trim();
-    if value.eq_ignore_ascii_case(TRY_AUTO_DETECT) {
-        let detected =
-            optional_env(env, "REGION_NAME").map(|r| r.replace(' ', "").to_ascii_lowercase());
-        if detected.is_none() {
-            tracing::info!(
-                "AZURE_REGIONAL_AUTHORITY_NAME=TryAutoDetect but REGION_NAME is not set; \
-                 using the global token endpoint (region detection through IMDS is not done)"
-            );
-        }
-        detected
-    } else {
-        Some(value.to_owned())
+    Some(detect_region(env, value.trim()))
+}
+
+/// `region`, or for `TryAutoDetect` the region in `REGION_NAME` (set by App Service and
+/// Functions; spaces removed, lowercased, so `West US 2` is `westus2`) if there is one, else
+/// `TryAutoDetect`, which the token endpoint resolves through IMDS on first use.
+pub(crate) fn detect_region(env: Env<'_>, region: &str) -> String {
+    if !region.eq_ignore_ascii_case(TRY_AUTO_DETECT) {
+        return region.to_owned();
     }
+    optional_env(env, "REGION_NAME")
+        .map(|r| r.replace(' ', "").to_ascii_lowercase())
+        .unwrap_or_else(|| TRY_AUTO_DETECT.to_owned())
 }
 
 /// The builder options every confidential-client credential shares (no secrets: `Debug` shows
@@ -125,10 +121,11 @@ impl ClientOptions {
         if self.timeout.is_zero() {
             return Err(Error::config("timeout must not be zero"));
         }
+        let region = self.region.map(|r| detect_region(&process_env, r.trim()));
         let endpoint = TokenEndpoint::new(
             &self.authority,
             &tenant,
-            self.region.as_deref(),
+            region.as_deref(),
             self.token_url.as_deref(),
         )?;
         let client = match self.client {
@@ -311,7 +308,9 @@ macro_rules! client_options {
         /// if it fails with a transport error, a timeout or a 5xx, within the same `get_token`
         /// call (so one call may take up to twice the [`timeout`](Self::timeout)). A region
         /// that failed is skipped for the wait policy's back-off (rule R9). `from_env` reads
-        /// it from `AZURE_REGIONAL_AUTHORITY_NAME`.
+        /// it from `AZURE_REGIONAL_AUTHORITY_NAME`. `TryAutoDetect` detects the region as MSAL
+        /// does: `REGION_NAME` if set, else the VM's location from IMDS, asked once on the
+        /// first token request (2 s timeout); if neither answers, the global endpoint is used.
         pub fn region(mut self, region: impl Into<String>) -> Self {
             self.options.region = Some(region.into());
             self
@@ -397,10 +396,10 @@ mod tests {
             .as_deref(),
             Some("eastus")
         );
-        // auto-detection without REGION_NAME: the global endpoint
+        // auto-detection without REGION_NAME: left to IMDS, on first use
         assert_eq!(
-            read(&[("AZURE_REGIONAL_AUTHORITY_NAME", "TryAutoDetect")]),
-            None
+            read(&[("AZURE_REGIONAL_AUTHORITY_NAME", "TryAutoDetect")]).as_deref(),
+            Some(TRY_AUTO_DETECT)
         );
         // REGION_NAME alone does not turn regional endpoints on
         assert_eq!(read(&[("REGION_NAME", "eastus")]), None);
