@@ -65,7 +65,7 @@ pub use cache::file::FileStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use cache::redis::{RedisStore, RedisStoreBuilder};
-pub use cache::store::{MemoryStore, StoreLock, StoredToken, TokenStore};
+pub use cache::store::{MemoryStore, StoreHold, StoreLock, StoredToken, TokenStore};
 pub use cache::{CacheStats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
