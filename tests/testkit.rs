@@ -485,7 +485,7 @@ async fn testkit_in_memory_service_under_the_layers_sees_the_backoff_gaps() {
     let tokens = TokenCache::new(idp.credential("tenant", "client"), [SCOPE]);
     let svc = tower::ServiceBuilder::new()
         .layer(ExpBackoffLayer::default())
-        .layer(AuthLayer::new(tokens))
+        .layer(AuthLayer::new(tokens).allow_origins([idp.uri()]).unwrap())
         .layer(TimeoutLayer::new(secs(10)))
         .service(idp.service());
     let r = svc.oneshot(request(&idp, Target::Api, None)).await.unwrap();
@@ -1070,7 +1070,7 @@ async fn testkit_drives_a_cache_and_the_layers_through_an_outage_in_paused_time(
     let svc = tower::ServiceBuilder::new()
         .layer(RetryAfterLayer::default())
         .layer(ExpBackoffLayer::default())
-        .layer(AuthLayer::new(tokens))
+        .layer(AuthLayer::new(tokens).allow_origins([idp.uri()]).unwrap())
         .layer(TimeoutLayer::new(secs(10)))
         .service(idp.service());
     let mut failed = Vec::new();
