@@ -69,8 +69,9 @@ impl AccessToken {
         self.inner.refresh_at
     }
 
-    /// The `Authorization: Bearer …` value, built once per token, marked sensitive.
-    pub fn header_value(&self) -> &HeaderValue {
+    /// The `Authorization: Bearer …` value, built once per token, marked sensitive. Crate-only:
+    /// [`secret`](Self::secret) is the one public way to read a token.
+    pub(crate) fn header_value(&self) -> &HeaderValue {
         &self.inner.header
     }
 

@@ -22,7 +22,7 @@ mod challenge;
 mod exp_backoff;
 mod retry;
 mod retry_after;
-mod timeout;
+pub(crate) mod timeout;
 
 pub use auth::{Auth, AuthLayer, ResponseFuture as AuthFuture};
 pub use body::TryCloneBody;
