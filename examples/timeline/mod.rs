@@ -380,8 +380,9 @@ fn legend(x0: f64, y: f64) -> String {
             0 => dot(OK),
             1 => dot(FAILED),
             2 => format!(
-                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"14\" height=\"6\" rx=\"2\" fill=\"{WAIT}\"/>{}",
-                y - 3.0,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"22\" height=\"8\" rx=\"3\" fill=\"{WAIT}\"/>{}",
+                x + 5.0,
+                y - 4.0,
                 dot(OK)
             ),
             3 => token_mark(x + 5.0, y, true, 5.0),
@@ -394,11 +395,11 @@ fn legend(x0: f64, y: f64) -> String {
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{INK}\">{}</text>",
-            x + 18.0,
+            x + if k == 2 { 32.0 } else { 16.0 },
             y + 4.0,
             esc(text)
         );
-        x += 18.0 + text_width(text, 11.0) + 18.0;
+        x += 18.0 + text_width(text, 11.0) + 18.0 + if k == 2 { 12.0 } else { 0.0 };
     }
     s.push_str("</g>");
     s
