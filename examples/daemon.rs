@@ -231,6 +231,11 @@ pub(crate) fn demo_timeline(script: &Scenario, with: &Summary, without: &Summary
             timeline::fmt_secs(script.interval.as_secs_f64()),
             timeline::fmt_secs(script.run_for.as_secs_f64()),
         ),
+        notes: vec![
+            "One dot per API call, where it started; an amber bar: the call waited that long (a held".into(),
+            "Retry-After, a back-off) before its answer. Triangles: requests to the identity provider.".into(),
+            "Shaded: the script's fault windows. Opened on its own, each mark has a tooltip.".into(),
+        ],
         span: script.run_for.as_secs_f64(),
         windows: script
             .faults
@@ -241,6 +246,7 @@ pub(crate) fn demo_timeline(script: &Scenario, with: &Summary, without: &Summary
                 label: (*label).into(),
             })
             .collect(),
+        window_legend: "fault window".into(),
         lanes: vec![lane("with layers", with), lane("without", without)],
         summary: Table {
             header: vec!["summary".into(), "with layers".into(), "without".into()],

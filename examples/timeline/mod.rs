@@ -43,10 +43,14 @@ pub(crate) struct Timeline {
     pub(crate) title: String,
     /// One line under the title.
     pub(crate) subtitle: String,
+    /// How to read the picture, a line each, under the legend.
+    pub(crate) notes: Vec<String>,
     /// The time axis runs from 0 to this many seconds (widened to fit every mark).
     pub(crate) span: f64,
     /// Shaded windows (faults, or stretches of failures), across all lanes.
     pub(crate) windows: Vec<Window>,
+    /// What a shaded window is, for the legend (e.g. `fault window`).
+    pub(crate) window_legend: String,
     /// One lane per run.
     pub(crate) lanes: Vec<Lane>,
     /// The summary figures, top right.
@@ -121,12 +125,10 @@ pub(crate) fn esc(s: &str) -> String {
 /// Seconds as an axis or tooltip label: `12 s`, `2.5 s`, `4 min`, `1 h 30 min`.
 pub(crate) fn fmt_secs(s: f64) -> String {
     if s < 60.0 {
-        let r = (s * 10.0).round() / 10.0;
-        if r.fract() == 0.0 {
-            format!("{r:.0} s")
-        } else {
-            format!("{r:.1} s")
-        }
+        let scale = if s < 1.0 { 100.0 } else { 10.0 };
+        let r = (s * scale).round() / scale;
+        let text = format!("{r:.2}");
+        format!("{} s", text.trim_end_matches('0').trim_end_matches('.'))
     } else if s < 3600.0 {
         let (m, sec) = ((s / 60.0).floor(), (s % 60.0).round());
         if sec == 0.0 {
@@ -186,7 +188,7 @@ impl Timeline {
 
         // Header: title, subtitle and legend on the left, summary table on the right.
         let table = self.table_svg();
-        let header_h = (84.0_f64).max(table.1 + 22.0);
+        let header_h = (92.0 + self.notes.len() as f64 * 16.0).max(table.1 + 22.0);
 
         // Window labels, stacked in rows so that they do not overlap.
         let mut rows_end: Vec<f64> = Vec::new();
@@ -230,7 +232,15 @@ impl Timeline {
             "\n<text x=\"20\" y=\"50\" font-size=\"12\" fill=\"{MUTED}\">{}</text>",
             esc(&self.subtitle)
         );
-        svg.push_str(&legend(20.0, 74.0));
+        svg.push_str(&legend(20.0, 74.0, &self.window_legend));
+        for (k, note) in self.notes.iter().enumerate() {
+            let _ = write!(
+                svg,
+                "\n<text x=\"20\" y=\"{:.1}\" fill=\"{MUTED}\">{}</text>",
+                102.0 + k as f64 * 16.0,
+                esc(note)
+            );
+        }
         svg.push_str(&table.0);
 
         // Grid and axis.
@@ -358,14 +368,14 @@ impl Timeline {
     }
 }
 
-fn legend(x0: f64, y: f64) -> String {
+fn legend(x0: f64, y: f64, window: &str) -> String {
     let items = [
         "call ok",
         "call failed",
         "call waited (bar: how long)",
         "token request ok",
         "token request failed",
-        "fault window",
+        window,
     ];
     let mut s = String::from("\n<g class=\"legend\">");
     let mut x = x0;
@@ -447,13 +457,13 @@ fn lane_svg(lane: &Lane, top: f64, r: f64, x: &dyn Fn(f64) -> f64) -> String {
     let _ = write!(
         s,
         "\n<text x=\"20\" y=\"{:.1}\" font-size=\"13\" font-weight=\"bold\" fill=\"{INK}\">{}</text>\
-         <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{MUTED}\">{} calls: {ok} ok, {failed} failed, {waited} waited; {} token requests</text>",
+         <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{MUTED}\">{}: {ok} ok, {failed} failed, {waited} waited; {}</text>",
         top + 15.0,
         esc(&lane.name),
         20.0 + text_width(&lane.name, 13.0) + 14.0,
         top + 15.0,
-        lane.calls.len(),
-        lane.tokens.len()
+        plural(lane.calls.len(), "call"),
+        plural(lane.tokens.len(), "token request")
     );
     let calls_y = top + LANE_TITLE + CALL_ROW / 2.0;
     let tokens_y = top + LANE_TITLE + CALL_ROW + TOKEN_ROW / 2.0 - 6.0;
@@ -648,8 +658,14 @@ pub(crate) fn from_report(text: &str) -> Result<Timeline, String> {
             interval.map_or(String::new(), |i| format!(", one every {}", fmt_secs(i))),
             fmt_secs(span)
         ),
+        notes: vec![
+            "One dot per call (token plus API call), where it started; an amber bar: it took that long.".into(),
+            "Triangles: requests to the identity provider, drawn at the call that saw them.".into(),
+            "Shaded: stretches of failed calls, labelled with the first failure's cause.".into(),
+        ],
         span,
         windows,
+        window_legend: "stretch of failures".into(),
         summary: Table {
             header: vec!["summary".into(), "this run".into()],
             rows: vec![
@@ -662,6 +678,14 @@ pub(crate) fn from_report(text: &str) -> Result<Timeline, String> {
         },
         lanes: vec![lane],
     })
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// At most `max` characters, with an ellipsis when cut.
