@@ -16,12 +16,12 @@ use std::fmt::Write as _;
 /// A call that took at least this long (seconds) is drawn as waiting, with a bar.
 pub(crate) const WAIT_MARK_SECS: f64 = 0.25;
 
-const WIDTH: f64 = 1400.0;
+const WIDTH: f64 = 1100.0;
 const LEFT: f64 = 150.0;
 const RIGHT: f64 = 30.0;
 const PLOT: f64 = WIDTH - LEFT - RIGHT;
-const CHAR_W: f64 = 6.4; // average width of an 11 px sans-serif character, for layout
-const LABEL_ROW: f64 = 15.0;
+const EM: f64 = 0.6; // average width of a sans-serif character, in ems, for layout
+const LABEL_ROW: f64 = 16.0;
 const MAX_LABEL_ROWS: usize = 4;
 const LANE_TITLE: f64 = 22.0;
 const CALL_ROW: f64 = 36.0;
@@ -154,8 +154,14 @@ fn tick_step(span: f64) -> f64 {
         .unwrap_or(86400.0)
 }
 
+/// `s`, shortened to fit `width` at `px` (by a narrower estimate than [`text_width`], which
+/// errs on the wide side for layout).
+fn fit(s: &str, width: f64, px: f64) -> String {
+    shorten(s, (width / (0.56 * px)).max(8.0) as usize)
+}
+
 fn text_width(s: &str, px: f64) -> f64 {
-    s.chars().count() as f64 * CHAR_W * px / 11.0
+    s.chars().count() as f64 * EM * px
 }
 
 impl Timeline {
@@ -188,13 +194,13 @@ impl Timeline {
 
         // Header: title, subtitle and legend on the left, summary table on the right.
         let table = self.table_svg();
-        let header_h = (92.0 + self.notes.len() as f64 * 16.0).max(table.1 + 22.0);
+        let header_h = (124.0 + self.notes.len() as f64 * 16.0).max(table.1 + 22.0);
 
         // Window labels, stacked in rows so that they do not overlap.
         let mut rows_end: Vec<f64> = Vec::new();
         let mut labels = Vec::new();
         for w in &self.windows {
-            let (x0, wdt) = (x(w.start), text_width(&w.label, 11.0) + 8.0);
+            let (x0, wdt) = (x(w.start), text_width(&w.label, 12.0) + 10.0);
             let row = match rows_end.iter().position(|&end| end <= x0) {
                 Some(r) => Some(r),
                 None if rows_end.len() < MAX_LABEL_ROWS => {
@@ -215,7 +221,7 @@ impl Timeline {
 
         let _ = write!(
             svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH:.0}" height="{height:.0}" viewBox="0 0 {WIDTH:.0} {height:.0}" font-family="DejaVu Sans, Verdana, Arial, sans-serif" font-size="11">"#
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH:.0}" height="{height:.0}" viewBox="0 0 {WIDTH:.0} {height:.0}" font-family="DejaVu Sans, Verdana, Arial, sans-serif" font-size="12">"#
         );
         let _ = write!(svg, "\n<title>{}</title>", esc(&self.title));
         let _ = write!(
@@ -225,19 +231,19 @@ impl Timeline {
         let _ = write!(
             svg,
             "\n<text x=\"20\" y=\"30\" font-size=\"18\" font-weight=\"bold\" fill=\"{INK}\">{}</text>",
-            esc(&self.title)
+            esc(&fit(&self.title, table.2 - 40.0, 18.0))
         );
         let _ = write!(
             svg,
-            "\n<text x=\"20\" y=\"50\" font-size=\"12\" fill=\"{MUTED}\">{}</text>",
-            esc(&self.subtitle)
+            "\n<text x=\"20\" y=\"52\" font-size=\"13\" fill=\"{MUTED}\">{}</text>",
+            esc(&fit(&self.subtitle, table.2 - 40.0, 13.0))
         );
-        svg.push_str(&legend(20.0, 74.0, &self.window_legend));
+        svg.push_str(&legend(20.0, 78.0, &self.window_legend));
         for (k, note) in self.notes.iter().enumerate() {
             let _ = write!(
                 svg,
                 "\n<text x=\"20\" y=\"{:.1}\" fill=\"{MUTED}\">{}</text>",
-                102.0 + k as f64 * 16.0,
+                130.0 + k as f64 * 16.0,
                 esc(note)
             );
         }
@@ -284,7 +290,7 @@ impl Timeline {
                 plot_bottom - plot_top + 4.0
             );
             if let Some(r) = row {
-                let y = header_h + 14.0 + *r as f64 * LABEL_ROW;
+                let y = header_h + 15.0 + *r as f64 * LABEL_ROW;
                 let _ = write!(
                     svg,
                     "<line x1=\"{x0:.1}\" y1=\"{:.1}\" x2=\"{x0:.1}\" y2=\"{:.1}\" stroke=\"#c0705a\"/><text x=\"{:.1}\" y=\"{y:.1}\" fill=\"#9a3a22\">{}</text>",
@@ -313,8 +319,9 @@ impl Timeline {
         (PLOT / most.max(1) as f64 * 0.38).clamp(1.2, 4.5)
     }
 
-    /// The summary table as SVG, right-aligned in the top-right corner, and its height.
-    fn table_svg(&self) -> (String, f64) {
+    /// The summary table as SVG, right-aligned in the top-right corner, its bottom and its left
+    /// edge.
+    fn table_svg(&self) -> (String, f64, f64) {
         let t = &self.summary;
         let cols = t
             .rows
@@ -324,16 +331,16 @@ impl Timeline {
             .max()
             .unwrap_or(0);
         if cols == 0 {
-            return (String::new(), 0.0);
+            return (String::new(), 0.0, WIDTH - RIGHT);
         }
         let mut widths = vec![0.0_f64; cols];
         for row in t.rows.iter().chain(std::iter::once(&t.header)) {
             for (c, cell) in row.iter().enumerate() {
-                widths[c] = widths[c].max(text_width(cell, 11.0) + 14.0);
+                widths[c] = widths[c].max(text_width(cell, 12.0) + 14.0);
             }
         }
         let total: f64 = widths.iter().sum();
-        let (x0, y0, row_h) = (WIDTH - RIGHT - total, 14.0, 15.0);
+        let (x0, y0, row_h) = (WIDTH - RIGHT - total, 14.0, 16.0);
         let height = (t.rows.len() + 1) as f64 * row_h + 10.0;
         let mut s = format!(
             "\n<g class=\"summary\"><rect x=\"{:.1}\" y=\"{y0:.1}\" width=\"{:.1}\" height=\"{height:.1}\" fill=\"#f7f7f7\" stroke=\"#ccc\"/>",
@@ -342,7 +349,7 @@ impl Timeline {
         );
         let all = std::iter::once((true, &t.header)).chain(t.rows.iter().map(|r| (false, r)));
         for (r, (is_header, row)) in all.enumerate() {
-            let y = y0 + 15.0 + r as f64 * row_h;
+            let y = y0 + 17.0 + r as f64 * row_h;
             let mut cx = x0;
             for (c, cell) in row.iter().enumerate() {
                 let (anchor, tx) = if c == 0 {
@@ -364,7 +371,7 @@ impl Timeline {
             }
         }
         s.push_str("</g>");
-        (s, y0 + height)
+        (s, y0 + height, x0 - 8.0)
     }
 }
 
@@ -379,7 +386,11 @@ fn legend(x0: f64, y: f64, window: &str) -> String {
     ];
     let mut s = String::from("\n<g class=\"legend\">");
     let mut x = x0;
+    let mut y = y;
     for (k, text) in items.into_iter().enumerate() {
+        if k == 3 {
+            (x, y) = (x0, y + 20.0);
+        }
         let dot = |fill: &str| {
             format!(
                 "<circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"4.5\" fill=\"{fill}\"/>",
@@ -409,7 +420,7 @@ fn legend(x0: f64, y: f64, window: &str) -> String {
             y + 4.0,
             esc(text)
         );
-        x += 18.0 + text_width(text, 11.0) + 18.0 + if k == 2 { 12.0 } else { 0.0 };
+        x += 18.0 + text_width(text, 12.0) + 18.0 + if k == 2 { 16.0 } else { 0.0 };
     }
     s.push_str("</g>");
     s
@@ -456,11 +467,11 @@ fn lane_svg(lane: &Lane, top: f64, r: f64, x: &dyn Fn(f64) -> f64) -> String {
     });
     let _ = write!(
         s,
-        "\n<text x=\"20\" y=\"{:.1}\" font-size=\"13\" font-weight=\"bold\" fill=\"{INK}\">{}</text>\
+        "\n<text x=\"20\" y=\"{:.1}\" font-size=\"14\" font-weight=\"bold\" fill=\"{INK}\">{}</text>\
          <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{MUTED}\">{}: {ok} ok, {failed} failed, {waited} waited; {}</text>",
         top + 15.0,
         esc(&lane.name),
-        20.0 + text_width(&lane.name, 13.0) + 14.0,
+        20.0 + text_width(&lane.name, 14.0) + 14.0,
         top + 15.0,
         plural(lane.calls.len(), "call"),
         plural(lane.tokens.len(), "token request")
@@ -516,11 +527,11 @@ fn lane_svg(lane: &Lane, top: f64, r: f64, x: &dyn Fn(f64) -> f64) -> String {
             esc(&t.label),
             token_mark(xt, tokens_y, t.ok, 5.5)
         );
-        let w = text_width(&t.label, 10.0);
-        if xt - w / 2.0 >= last_label + 4.0 {
+        let w = text_width(&t.label, 11.0);
+        if xt - w / 2.0 >= last_label + 1.5 {
             let _ = write!(
                 s,
-                "<text x=\"{xt:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\" fill=\"{}\">{}</text>",
+                "<text x=\"{xt:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"{}\">{}</text>",
                 tokens_y + 18.0,
                 if t.ok { MUTED } else { FAILED },
                 esc(&t.label)
