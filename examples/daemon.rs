@@ -227,7 +227,7 @@ pub(crate) fn demo_timeline(script: &Scenario, with: &Summary, without: &Summary
     Timeline {
         title: "resilient-auth daemon demo".into(),
         subtitle: format!(
-            "a call every {} for {}, the same fault script twice: with the four layers, then a plain client",
+            "a call every {} for {}; one fault script, with the four layers and without",
             timeline::fmt_secs(script.interval.as_secs_f64()),
             timeline::fmt_secs(script.run_for.as_secs_f64()),
         ),
