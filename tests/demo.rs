@@ -310,3 +310,36 @@ fn acquire_error_is_told_in_one_line_with_a_hint() {
         "identity provider unreachable: connection refused"
     );
 }
+
+/// `docs/demo.svg` (shown in the README) is a real run's picture: well-formed, self-contained,
+/// and its marks agree with its own summary figures.
+#[test]
+fn committed_demo_svg_agrees_with_its_own_summary() {
+    let svg = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/demo.svg"))
+        .expect("docs/demo.svg (README shows it)");
+    let doc = Document::parse(&svg).expect("well-formed SVG");
+    assert_self_contained(&doc);
+    let cells: Vec<&str> = doc
+        .descendants()
+        .find(|n| classes(n).contains(&"summary"))
+        .expect("summary table")
+        .descendants()
+        .filter(|n| n.tag_name().name() == "text")
+        .filter_map(|n| n.text())
+        .collect();
+    let figure = |row: &str, col: usize| -> u64 {
+        let at = cells.iter().position(|c| *c == row).expect(row);
+        cells[at + col].parse().expect(row)
+    };
+    for (col, name) in [(1, "with layers"), (2, "without")] {
+        let run = Summary {
+            api_ok: figure("API calls ok", col),
+            api_failed: figure("API calls failed", col),
+            token_requests: figure("token requests sent", col),
+            token_failures: figure("token requests failed", col),
+            ..Summary::default()
+        };
+        assert!(run.api_ok > 0);
+        assert_lane_matches(&doc, name, &run);
+    }
+}
