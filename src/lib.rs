@@ -16,7 +16,7 @@
 //! | feature | default | enables |
 //! | --- | --- | --- |
 //! | `reqwest` | yes | `reqwest_middleware::Middleware` impls; reqwest as the credentials' HTTP client |
-//! | `testkit` | yes | [`testkit::FakeIdentityProvider`]: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults (used by `cargo run --example daemon`) |
+//! | `testkit` | no | `testkit::FakeIdentityProvider`: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults, for tests (an HTTP server; this crate's examples and tests turn it on themselves) |
 //! | `file-store` | no | `FileStore`: tokens in `0600` files, kept across restarts (native apps) |
 //! | `redis` | no | `RedisStore`: tokens shared by replicas through Redis, optionally encrypted |
 //! | `full` | no | everything |
