@@ -57,6 +57,8 @@
 //! and the local endpoints are not reachable through one.
 
 mod arc;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod imds;
 mod service_fabric;
 
