@@ -120,7 +120,7 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 /// An HTTP-date of a random instant in any of the three formats, or with fields out of range.
 fn http_date() -> impl Strategy<Value = String> {
     prop_oneof![
-        (0u64..300_000_000_000)
+        (0u64..=253_402_300_799)
             .prop_map(|s| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(s))),
         (
             prop_oneof![Just("Mon"), Just("Sun"), Just("Xyz")],
@@ -320,7 +320,7 @@ proptest! {
         ]), json_value()), 0..8),
         date in app_service_date(),
         num in number(),
-        mode in 0u8..=255,
+        mode in 0u8..50,
     ) {
         let body: serde_json::Map<_, _> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         __fuzz::token_response(&with_mode(0, serde_json::Value::Object(body).to_string()));
