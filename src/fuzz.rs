@@ -16,7 +16,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue};
 
 use crate::token::{parse_token_response, MAX_LIFETIME};
 use crate::{AccessToken, Error};
@@ -37,6 +37,7 @@ fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// `name: value` lines up to the first empty line as headers (lines that are not a valid header
 /// are skipped), and the bytes after the empty line as the body. Without an empty line, all of
 /// `data` is the body.
+#[cfg(feature = "reqwest")]
 pub(crate) fn headers_and_body(data: &[u8]) -> (HeaderMap, &[u8]) {
     let Some(split) = data.windows(2).position(|w| w == b"\n\n") else {
         return (HeaderMap::new(), data);
@@ -47,7 +48,7 @@ pub(crate) fn headers_and_body(data: &[u8]) -> (HeaderMap, &[u8]) {
             continue;
         };
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(line[..colon].trim_ascii()),
+            http::HeaderName::from_bytes(line[..colon].trim_ascii()),
             HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
         ) else {
             continue;
@@ -58,11 +59,15 @@ pub(crate) fn headers_and_body(data: &[u8]) -> (HeaderMap, &[u8]) {
 }
 
 /// A status from two bytes: always a valid code, 100..=599.
-pub(crate) fn status(data: &[u8]) -> (StatusCode, &[u8]) {
+#[cfg(feature = "reqwest")]
+pub(crate) fn status(data: &[u8]) -> (http::StatusCode, &[u8]) {
     let (hi, rest) = split_mode(data);
     let (lo, rest) = split_mode(rest);
     let code = 100 + (u16::from_be_bytes([hi, lo]) % 500);
-    (StatusCode::from_u16(code).unwrap_or(StatusCode::OK), rest)
+    (
+        http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK),
+        rest,
+    )
 }
 
 /// 2019-06-20T02:00:00Z, the clock of the App Service date examples.
@@ -290,7 +295,7 @@ pub fn idp_error(data: &[u8]) {
 
 /// Checks an [`Error::IdentityProvider`] built from an error response.
 #[cfg(feature = "reqwest")]
-pub(crate) fn check_idp_error(e: Error, status: StatusCode) {
+pub(crate) fn check_idp_error(e: Error, status: http::StatusCode) {
     let shown = format!("{e} {e:?}");
     let Error::IdentityProvider {
         status: got,

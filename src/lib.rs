@@ -53,7 +53,7 @@
 pub mod __fuzz;
 mod cache;
 pub mod credential;
-#[cfg(feature = "fuzzing")]
+#[cfg(all(feature = "fuzzing", feature = "reqwest"))]
 pub(crate) use __fuzz as fuzz;
 mod error;
 pub mod layer;

@@ -16,7 +16,7 @@ use resilient_auth::__fuzz;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 512,
+        cases: 256,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
