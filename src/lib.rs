@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | [`RetryAfterLayer`] | 429 / 5xx with `Retry-After` (or `retry-after-ms`, `x-ms-retry-after-ms`): waits exactly that long, holding the whole origin; fails fast past a cap |
 //! | [`ExpBackoffLayer`] | 5xx / 408 / timeouts / connection errors without a retry header: first retry ≥ 5 s, ×2, cap 60 s, additive jitter, retry budget |
-//! | [`AuthLayer`] | attaches a cached bearer token, refreshed before it expires |
+//! | [`AuthLayer`] | attaches a cached bearer token, refreshed before it expires, to the origins it is for (its scope's hosts, or the ones you name) |
 //! | [`TimeoutLayer`] | per-attempt timeout, as a typed error the back-off layer retries (never at once) |
 //!
 //! # Feature flags
@@ -57,6 +57,7 @@ pub mod credential;
 pub(crate) use __fuzz as fuzz;
 mod error;
 pub mod layer;
+pub mod origin;
 pub mod report;
 #[cfg(feature = "reqwest")]
 mod reqwest;
@@ -72,7 +73,7 @@ pub use cache::file::FileStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use cache::redis::{RedisStore, RedisStoreBuilder};
-pub use cache::store::{MemoryStore, StoreLock, StoredToken, TokenStore};
+pub use cache::store::{MemoryStore, StoreHold, StoreLock, StoredToken, TokenStore};
 pub use cache::{CacheStats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

@@ -5,9 +5,17 @@
 //! - **Refresh ahead** (T2, T3): past the refresh point (the server's `refresh_in`, else half the
 //!   lifetime, minus a small random jitter) the caller still gets the cached token at once and
 //!   exactly one background task per key fetches a new one.
-//! - **Outage** (T5): a failed refresh keeps the old token in service until
-//!   `expires_at - skew` and is retried with back-off (≥ 5 s, ×2, ≤ 60 s) or after the server's
-//!   `Retry-After`, one attempt in flight.
+//! - **Outage** (T5, R9): a failed refresh keeps the old token in service until
+//!   `expires_at - skew` and is retried after max(`Retry-After`, back-off) — back-off ≥ 5 s, ×2,
+//!   ≤ 60 s, each attempt early enough to refresh before the token stops being served — one
+//!   attempt in flight. The crate's one wait policy (`retry::policy`) decides every wait.
+//! - **Cold key** (T13): while a key has nothing to serve, every caller fails, so its back-off is
+//!   capped low — 5, 10, 10, … s ([`TokenCacheBuilder::cold_backoff_cap`], default 10 s): the
+//!   first request after an outage ends comes within 10 s. The price is up to one request per
+//!   10 s to an identity provider that is down; raise the cap to spare it.
+//! - **Self-healing** (T9, T11): a fetch that errs, panics, hangs past the fetch timeout
+//!   (default 30 s) or is cancelled clears its single-flight slot (a drop guard) and is backed
+//!   off; background refreshes hold a weak handle and stop when the cache is dropped.
 //! - **Cold start** (T4): concurrent callers with nothing cached share one request.
 //! - **Throttle gate** (T6): after a failure no request for that key is sent until the back-off
 //!   or `Retry-After` has passed; a caller without a usable token gets the failure at once
@@ -18,7 +26,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -33,8 +41,9 @@ pub(crate) mod file;
 pub(crate) mod redis;
 pub(crate) mod store;
 
-use store::{stable_hash, unix_ms, StoreLock, StoredToken, TokenStore};
+use store::{stable_hash, unix_ms, StoreHold, StoreLock, StoredToken, TokenStore};
 
+use crate::retry::policy::{later, Failure, WaitPolicy};
 use crate::retry::throttle::ThrottleGate;
 use crate::retry::Backoff;
 use crate::{AccessToken, CredentialIdentity, Error, TokenCredential, TokenRequest, TokenResponse};
@@ -43,6 +52,12 @@ use crate::{AccessToken, CredentialIdentity, Error, TokenCredential, TokenReques
 pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How many distinct claims sets a cache keeps (X3).
 const MAX_CLAIMS_ENTRIES: usize = 64;
+/// The shortest refresh period (T10): however short the server's `refresh_in`, a key is not
+/// refreshed more often than this (nor later than its token stops being served).
+const MIN_REFRESH_PERIOD: Duration = Duration::from_secs(5);
+/// How far in the future a stored entry's issue time may lie before it is distrusted (S4):
+/// clock skew between the machines sharing a store.
+const MAX_STORE_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// A cheap-to-clone handle to cached tokens for one credential and one fixed set of scopes.
 ///
@@ -67,7 +82,11 @@ struct Inner {
     config: Config,
     default_entry: Arc<Entry>,
     claims_entries: Mutex<HashMap<Arc<str>, Arc<Entry>>>,
+    /// Holds of this cache's keys: an entry's back-off under its own key, an identity
+    /// provider's `Retry-After` under `throttle_key` (T12).
     gate: ThrottleGate,
+    /// The gate key of the identity (authority, client, scopes), whatever the claims.
+    throttle_key: u64,
     counters: Counters,
     store: Option<Arc<dyn TokenStore>>,
     clock: WallClock,
@@ -101,10 +120,11 @@ struct Config {
     skew: Duration,
     refresh_ratio: f64,
     max_jitter: Duration,
-    backoff: Backoff,
+    wait: WaitPolicy,
+    fetch_timeout: Duration,
     store_timeout: Duration,
     store_lock_ttl: Duration,
-    store_peer_wait: Duration,
+    store_peer_wait: Option<Duration>,
 }
 
 impl Default for Config {
@@ -113,11 +133,21 @@ impl Default for Config {
             skew: Duration::from_secs(30),
             refresh_ratio: 0.5,
             max_jitter: Duration::from_secs(60),
-            backoff: Backoff::default(),
+            wait: WaitPolicy::default(),
+            fetch_timeout: Duration::from_secs(30),
             store_timeout: Duration::from_millis(250),
-            store_lock_ttl: Duration::from_secs(30),
-            store_peer_wait: Duration::from_secs(3),
+            store_lock_ttl: Duration::from_secs(40),
+            store_peer_wait: None,
         }
+    }
+}
+
+impl Config {
+    /// How long a process waits for another's fetch (S4): as long as the lock holder may
+    /// legitimately take — its fetch timeout plus its store operations — unless set.
+    fn peer_wait(&self) -> Duration {
+        self.store_peer_wait
+            .unwrap_or_else(|| self.fetch_timeout + self.store_timeout * 4)
     }
 }
 
@@ -129,9 +159,13 @@ struct Entry {
     store_key: String,
     current: ArcSwapOption<Cached>,
     refreshing: AtomicBool,
-    inflight: Mutex<Option<SharedFetch>>,
+    inflight: Mutex<Option<(u64, SharedFetch)>>,
+    /// Numbers the fetches, so a fetch's guard clears only its own slot.
+    generation: AtomicU64,
     failures: AtomicU32,
     last_error: Mutex<Option<Error>>,
+    /// A hash of the last token the resource rejected (A3): never taken from the store again.
+    rejected: AtomicU64,
 }
 
 struct Cached {
@@ -155,8 +189,10 @@ impl Entry {
             current: ArcSwapOption::empty(),
             refreshing: AtomicBool::new(false),
             inflight: Mutex::new(None),
+            generation: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             last_error: Mutex::new(None),
+            rejected: AtomicU64::new(0),
         }
     }
 
@@ -170,6 +206,69 @@ impl Entry {
 
     fn fresh(&self, now: Instant) -> Option<AccessToken> {
         self.usable(now).filter(|t| now < t.refresh_at())
+    }
+
+    /// How long the cached token is still served, if it is.
+    fn serving_for(&self, now: Instant) -> Option<Duration> {
+        let cached = self.current.load();
+        cached
+            .as_deref()
+            .filter(|c| now < c.usable_until)
+            .map(|c| c.usable_until - now)
+    }
+
+    /// Drops the cached token if it is `token` (by value); `true` if it did.
+    fn drop_if(&self, token: &AccessToken) -> bool {
+        let current = self.current.load();
+        if current
+            .as_deref()
+            .is_some_and(|c| c.token.secret() == token.secret())
+        {
+            self.current.store(None);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What reading the store gave.
+enum StoreRead {
+    /// A token the caller can use.
+    Token(AccessToken),
+    /// The store answered, with nothing usable.
+    Miss,
+    /// The store failed or timed out (logged and counted).
+    Unreachable,
+}
+
+/// Clears an entry's single-flight slot when its fetch ends, however it ends (T9): completed,
+/// failed, panicked or cancelled. A fetch that did not complete counts as a failure and is
+/// backed off, so the next caller after the back-off starts a new one.
+struct SlotGuard {
+    cache: Weak<Inner>,
+    entry: Arc<Entry>,
+    generation: u64,
+    completed: bool,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        {
+            let mut slot = lock(&self.entry.inflight);
+            if slot.as_ref().is_some_and(|(g, _)| *g == self.generation) {
+                *slot = None;
+            }
+        }
+        if !self.completed {
+            if let Some(inner) = self.cache.upgrade() {
+                let error = Error::Unavailable {
+                    what: "token fetch (it panicked or was cancelled)",
+                    source: None,
+                };
+                TokenCache { inner }.on_failure(&self.entry, &error);
+            }
+        }
     }
 }
 
@@ -244,10 +343,14 @@ impl TokenCache {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        let config = Config::default();
         TokenCacheBuilder {
             credential: Arc::new(credential),
             scopes: scopes.into_iter().map(Into::into).collect(),
-            config: Config::default(),
+            backoff: config.wait.backoff().clone(),
+            max_server_wait: config.wait.max_server_wait(),
+            cold_cap: config.wait.cold_cap(),
+            config,
             store: None,
         }
     }
@@ -263,6 +366,12 @@ impl TokenCache {
         identity.hash(&mut h);
         scopes.hash(&mut h);
         let base_key = h.finish();
+        let throttle_key = {
+            let mut h = std::hash::DefaultHasher::new();
+            base_key.hash(&mut h);
+            "identity-throttle".hash(&mut h);
+            h.finish()
+        };
         let store_key = format!(
             "resilient-auth:v1:{}:{}:{}:{}:{}",
             identity.kind,
@@ -280,6 +389,7 @@ impl TokenCache {
                 default_entry: Arc::new(Entry::new(None, base_key, &store_key)),
                 claims_entries: Mutex::new(HashMap::new()),
                 gate: ThrottleGate::default(),
+                throttle_key,
                 counters: Counters::default(),
                 store,
                 clock: WallClock::new(),
@@ -334,18 +444,41 @@ impl TokenCache {
         Some(token)
     }
 
-    /// Drops `token` from the cache if it is still the cached one (after the resource rejected
-    /// it with `invalid_token`), so the next call fetches a new one.
+    /// Drops `token` everywhere after the resource rejected it with `invalid_token` (rule A3):
+    /// from memory wherever this cache holds it (compared by value), and from the store, so
+    /// neither this process nor a replica serves it again. The next call fetches a new one.
     pub fn invalidate(&self, token: &AccessToken) {
-        let entry = &self.inner.default_entry;
-        let current = entry.current.load();
-        if current.as_deref().is_some_and(|c| c.token.same_as(token)) {
+        let inner = &self.inner;
+        let mut entries = vec![inner.default_entry.clone()];
+        entries.extend(lock(&inner.claims_entries).values().cloned());
+        let digest = stable_hash(token.secret().as_bytes());
+        let mut dropped = false;
+        for entry in &entries {
+            entry.rejected.store(digest, Ordering::Relaxed);
+            dropped |= entry.drop_if(token);
+        }
+        if dropped {
             tracing::info!(
-                source = self.inner.identity.kind,
+                source = inner.identity.kind,
                 "token rejected by the resource; dropped from the cache"
             );
-            entry.current.store(None);
         }
+        let (Some(store), Ok(rt)) = (&inner.store, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let store = store.clone();
+        let this = Arc::downgrade(&self.inner);
+        rt.spawn(async move {
+            let Some(inner) = this.upgrade() else { return };
+            let cache = TokenCache { inner };
+            for entry in entries {
+                let key = entry.store_key.as_str();
+                let stored = cache.store_op("load", store.load(key)).await.flatten();
+                if stored.is_some_and(|s| stable_hash(s.access_token.as_bytes()) == digest) {
+                    cache.store_op("remove", store.remove(key)).await;
+                }
+            }
+        });
     }
 
     /// The counters.
@@ -376,7 +509,7 @@ impl TokenCache {
 
     /// The back-off between failed identity-provider requests.
     pub fn backoff(&self) -> &Backoff {
-        &self.inner.config.backoff
+        self.inner.config.wait.backoff()
     }
 
     /// The second-level store's retention of refresh-token entries, if it has a persistent one.
@@ -424,7 +557,7 @@ impl TokenCache {
         if self.inner.scopes.is_empty() {
             return Err(Error::config("a token cache needs at least one scope"));
         }
-        while let Some(until) = self.inner.gate.held_until(entry.gate_key) {
+        while let Some(until) = self.held_until(entry) {
             if deadline.is_some_and(|d| until <= d) {
                 tokio::time::sleep_until(until).await;
                 continue;
@@ -442,6 +575,13 @@ impl TokenCache {
         self.single_flight(entry, Entry::usable).await
     }
 
+    /// Until when requests for `entry` are held: its own back-off, or the identity's throttle.
+    fn held_until(&self, entry: &Entry) -> Option<Instant> {
+        let gate = &self.inner.gate;
+        gate.held_until(entry.gate_key)
+            .max(gate.held_until(self.inner.throttle_key))
+    }
+
     /// Joins the entry's fetch in flight, or starts one. `accept` says whether a token already
     /// cached makes the fetch unnecessary (usable for callers, fresh for the refresher).
     async fn single_flight(
@@ -455,13 +595,26 @@ impl TokenCache {
                 return Ok(token);
             }
             match &*slot {
-                Some(f) => f.clone(),
+                Some((_, f)) => f.clone(),
                 None => {
+                    let generation = entry.generation.fetch_add(1, Ordering::Relaxed);
+                    let mut guard = SlotGuard {
+                        cache: Arc::downgrade(&self.inner),
+                        entry: entry.clone(),
+                        generation,
+                        completed: false,
+                    };
                     let this = self.clone();
                     let e = entry.clone();
-                    let fetch = async move { this.fetch(&e, accept).await };
+                    let fetch = async move {
+                        let result = this.fetch(&e, accept).await;
+                        guard.completed = true;
+                        drop(guard);
+                        result
+                    };
                     // On a Tokio runtime the fetch is its own task, so it completes (and fills
-                    // the cache) even if every caller waiting on it goes away.
+                    // the cache) even if every caller waiting on it goes away. Its guard clears
+                    // the slot however it ends, a panic included (T9).
                     let f = match tokio::runtime::Handle::try_current() {
                         Ok(rt) => {
                             let handle = rt.spawn(fetch);
@@ -475,7 +628,7 @@ impl TokenCache {
                         Err(_) => fetch.boxed(),
                     }
                     .shared();
-                    *slot = Some(f.clone());
+                    *slot = Some((generation, f.clone()));
                     f
                 }
             }
@@ -490,12 +643,10 @@ impl TokenCache {
         entry: &Entry,
         accept: fn(&Entry, Instant) -> Option<AccessToken>,
     ) -> Result<AccessToken, Error> {
-        let result = match &self.inner.store {
+        match &self.inner.store {
             Some(store) => self.fetch_via_store(store.as_ref(), entry, accept).await,
             None => self.fetch_from_idp(entry).await.map(|(t, _)| t),
-        };
-        *lock(&entry.inflight) = None;
-        result
+        }
     }
 
     /// One request to the identity provider; stores the token in memory or sets the gate.
@@ -505,15 +656,23 @@ impl TokenCache {
         request.claims = entry.claims.clone();
         bump(&inner.counters.idp_requests);
         let start = Instant::now();
-        let result = inner
-            .credential
-            .get_token(&request)
-            .await
+        let timeout = inner.config.fetch_timeout;
+        let result =
+            match tokio::time::timeout(timeout, inner.credential.get_token(&request)).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Timeout { after: timeout }),
+            }
             .and_then(|resp| self.make_token(resp, start));
         match result {
             Ok((cached, stored)) => {
                 let token = cached.token.clone();
-                entry.current.store(Some(Arc::new(cached)));
+                let cached = Arc::new(cached);
+                if entry.claims.is_some() {
+                    // T12: the token that satisfied a CAE challenge is the one later requests
+                    // get, until it expires or a new challenge arrives.
+                    inner.default_entry.current.store(Some(cached.clone()));
+                }
+                entry.current.store(Some(cached));
                 entry.failures.store(0, Ordering::Relaxed);
                 *lock(&entry.last_error) = None;
                 tracing::info!(
@@ -549,28 +708,41 @@ impl TokenCache {
     ) -> Result<AccessToken, Error> {
         let cfg = &self.inner.config;
         let key = entry.store_key.as_str();
-        if let Some(t) = self.load_from_store(store, entry, accept).await {
-            return Ok(t);
+        match self.load_from_store(store, entry, accept).await {
+            StoreRead::Token(t) => return Ok(t),
+            StoreRead::Miss => self.check_store_hold(store, entry).await?,
+            StoreRead::Unreachable => {}
         }
         match self
             .store_op("lock", store.lock(key, cfg.store_lock_ttl))
             .await
         {
             Some(Some(held)) => {
-                let result = match self.load_from_store(store, entry, accept).await {
-                    Some(t) => Ok(t),
-                    None => self.fetch_and_save(store, entry).await,
-                };
+                let result = self.fetch_holding_lock(store, entry, accept).await;
                 self.release(store, &held).await;
                 result
             }
             Some(None) => {
-                // Another process is fetching: wait briefly for its entry.
-                let until = Instant::now() + cfg.store_peer_wait;
+                // Another process is fetching (S4): wait as long as it may legitimately take,
+                // for its token, its hold, or its lock to go.
+                let until = later(Instant::now(), cfg.peer_wait());
+                let mut poll = Duration::from_millis(50);
                 while Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    if let Some(t) = self.load_from_store(store, entry, accept).await {
-                        return Ok(t);
+                    tokio::time::sleep(poll).await;
+                    poll = (poll * 2).min(Duration::from_millis(500));
+                    match self.load_from_store(store, entry, accept).await {
+                        StoreRead::Token(t) => return Ok(t),
+                        StoreRead::Miss => self.check_store_hold(store, entry).await?,
+                        StoreRead::Unreachable => {}
+                    }
+                    if let Some(Some(held)) = self
+                        .store_op("lock", store.lock(key, cfg.store_lock_ttl))
+                        .await
+                    {
+                        // The holder went away without a token: this process fetches.
+                        let result = self.fetch_holding_lock(store, entry, accept).await;
+                        self.release(store, &held).await;
+                        return result;
                     }
                 }
                 tracing::warn!(
@@ -583,15 +755,88 @@ impl TokenCache {
         }
     }
 
+    /// With the store lock held: the store's entry if a peer saved one meanwhile, else a fetch.
+    async fn fetch_holding_lock(
+        &self,
+        store: &dyn TokenStore,
+        entry: &Entry,
+        accept: fn(&Entry, Instant) -> Option<AccessToken>,
+    ) -> Result<AccessToken, Error> {
+        match self.load_from_store(store, entry, accept).await {
+            StoreRead::Token(t) => return Ok(t),
+            StoreRead::Miss => self.check_store_hold(store, entry).await?,
+            StoreRead::Unreachable => {}
+        }
+        self.fetch_and_save(store, entry).await
+    }
+
+    /// A hold another process recorded in the store (S4) holds this process too: `Err` (the
+    /// caller's answer) while it runs.
+    async fn check_store_hold(&self, store: &dyn TokenStore, entry: &Entry) -> Result<(), Error> {
+        let Some(hold) = self
+            .store_op("load hold", store.load_hold(&entry.store_key))
+            .await
+            .flatten()
+        else {
+            return Ok(());
+        };
+        let now_ms = self.inner.clock.now_ms();
+        if hold.until_ms <= now_ms {
+            return Ok(());
+        }
+        let wait = Duration::from_millis(hold.until_ms - now_ms)
+            .min(self.inner.config.wait.max_server_wait());
+        let until = later(Instant::now(), wait);
+        let key = if hold.server_directed {
+            self.inner.throttle_key
+        } else {
+            entry.gate_key
+        };
+        self.inner.gate.hold(key, until);
+        bump(&self.inner.counters.throttled);
+        tracing::info!(
+            source = self.inner.identity.kind,
+            wait_ms = ms(wait),
+            server_directed = hold.server_directed,
+            "another process holds token requests for this key; holding too"
+        );
+        Err(if hold.server_directed {
+            Error::Throttled { retry_after: wait }
+        } else {
+            Error::Unavailable {
+                what: "identity provider (another process's request failed; backing off)",
+                source: None,
+            }
+        })
+    }
+
     async fn fetch_and_save(
         &self,
         store: &dyn TokenStore,
         entry: &Entry,
     ) -> Result<AccessToken, Error> {
-        let (token, stored) = self.fetch_from_idp(entry).await?;
-        self.store_op("save", store.save(&entry.store_key, &stored))
-            .await;
-        Ok(token)
+        match self.fetch_from_idp(entry).await {
+            Ok((token, stored)) => {
+                self.store_op("save", store.save(&entry.store_key, &stored))
+                    .await;
+                Ok(token)
+            }
+            Err(e) => {
+                // S4: the others hold as long as this process does.
+                if let Some(until) = self.held_until(entry) {
+                    let now_ms = self.inner.clock.now_ms();
+                    let wait = until.saturating_duration_since(Instant::now());
+                    let hold = StoreHold::new(
+                        now_ms,
+                        now_ms.saturating_add(ms(wait)),
+                        Failure::of_error(&e).server_wait().is_some(),
+                    );
+                    self.store_op("save hold", store.save_hold(&entry.store_key, hold))
+                        .await;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn release(&self, store: &dyn TokenStore, held: &StoreLock) {
@@ -604,10 +849,33 @@ impl TokenCache {
         store: &dyn TokenStore,
         entry: &Entry,
         accept: fn(&Entry, Instant) -> Option<AccessToken>,
+    ) -> StoreRead {
+        let Some(stored) = self.store_op("load", store.load(&entry.store_key)).await else {
+            return StoreRead::Unreachable;
+        };
+        match self.accept_stored(stored, entry, accept) {
+            Some(t) => StoreRead::Token(t),
+            None => StoreRead::Miss,
+        }
+    }
+
+    /// A stored entry as the entry's token, if it is readable, not rejected, and `accept`
+    /// takes it.
+    fn accept_stored(
+        &self,
+        stored: Option<StoredToken>,
+        entry: &Entry,
+        accept: fn(&Entry, Instant) -> Option<AccessToken>,
     ) -> Option<AccessToken> {
-        let stored = self
-            .store_op("load", store.load(&entry.store_key))
-            .await??;
+        let stored = stored?;
+        if stored.access_token.is_empty() {
+            return None;
+        }
+        if stable_hash(stored.access_token.as_bytes()) == entry.rejected.load(Ordering::Relaxed) {
+            // A3: the resource rejected this token; a peer's copy is no better.
+            tracing::debug!("store entry holds a rejected token; ignored");
+            return None;
+        }
         let cached = match self.cached_from_stored(&stored) {
             Ok(c) => c,
             Err(e) => {
@@ -673,15 +941,21 @@ impl TokenCache {
                 "stored token has an absurd lifetime",
             ));
         }
+        // S4: an entry issued in the future (beyond clock skew) is not trusted.
+        if stored.issued_on_ms > now_ms.saturating_add(ms(MAX_STORE_CLOCK_SKEW)) {
+            return Err(Error::invalid_response(
+                "stored token was issued in the future",
+            ));
+        }
         let expires_at = at(stored.expires_on_ms);
-        let token = AccessToken::new(
-            stored.access_token.clone(),
-            expires_at,
-            at(stored.refresh_on_ms),
-        )?;
+        let usable_until = expires_at
+            .checked_sub(self.inner.config.skew.min(lifetime / 4))
+            .unwrap_or(now);
+        let refresh_at = at(stored.refresh_on_ms).min(usable_until);
+        let token = AccessToken::new(stored.access_token.clone(), expires_at, refresh_at)?;
         Ok(Cached {
             token,
-            usable_until: expires_at - self.inner.config.skew.min(lifetime / 4),
+            usable_until,
         })
     }
 
@@ -689,11 +963,19 @@ impl TokenCache {
         let inner = &self.inner;
         bump(&inner.counters.refresh_failures);
         let n = entry.failures.fetch_add(1, Ordering::Relaxed);
-        let wait = match error.retry_after() {
-            Some(ra) => ra,
-            None => inner.config.backoff.delay(n),
-        };
-        inner.gate.hold(entry.gate_key, Instant::now() + wait);
+        let now = Instant::now();
+        let failure = Failure::of_error(error);
+        let wait = inner
+            .config
+            .wait
+            .refresh_wait(failure, n, entry.serving_for(now));
+        let until = later(now, wait);
+        inner.gate.hold(entry.gate_key, until);
+        if let Some(server) = failure.server_wait() {
+            // T12: the identity provider's wait holds every request of this identity.
+            let server = server.min(inner.config.wait.max_server_wait());
+            inner.gate.hold(inner.throttle_key, later(now, server));
+        }
         *lock(&entry.last_error) = Some(error.clone());
         tracing::warn!(
             source = inner.identity.kind,
@@ -717,14 +999,9 @@ impl TokenCache {
         }
         let cfg = &self.inner.config;
         let expires_at = start + lifetime;
-        let refresh_after = match resp.refresh_in {
-            Some(r) if !r.is_zero() && r < lifetime => r,
-            _ => lifetime.mul_f64(cfg.refresh_ratio),
-        };
-        let jitter_cap = cfg.max_jitter.min(lifetime / 20);
-        let jitter = jitter_cap.mul_f64(fastrand::f64());
-        let refresh_after = refresh_after.saturating_sub(jitter);
-        let usable_until = expires_at - cfg.skew.min(lifetime / 4);
+        let serve_for = lifetime - cfg.skew.min(lifetime / 4);
+        let refresh_after = refresh_point(resp.refresh_in, lifetime, serve_for, cfg);
+        let usable_until = start + serve_for;
         let issued_ms = self
             .inner
             .clock
@@ -762,34 +1039,80 @@ impl TokenCache {
             return;
         };
         bump(&self.inner.counters.refreshes);
-        let this = self.clone();
+        // T11: the task holds a weak handle; once every handle is dropped it stops.
+        let cache = Arc::downgrade(&self.inner);
         rt.spawn(async move {
-            this.refresh_loop(&entry).await;
-            entry.refreshing.store(false, Ordering::Release);
+            let _reset = ResetOnDrop(&entry.refreshing);
+            refresh_loop(cache, &entry).await;
         });
     }
+}
 
-    /// Refreshes until it succeeds, someone else refreshed, or the old token is no longer
-    /// usable (then callers take the cold path).
-    async fn refresh_loop(&self, entry: &Arc<Entry>) {
-        loop {
-            if let Some(until) = self.inner.gate.held_until(entry.gate_key) {
-                tokio::time::sleep_until(until).await;
-            }
-            let now = Instant::now();
-            if entry.usable(now).is_none() || entry.fresh(now).is_some() {
-                return;
-            }
-            tracing::debug!(
-                source = self.inner.identity.kind,
-                "refreshing token ahead of expiry"
-            );
-            if self.single_flight(entry, Entry::fresh).await.is_ok() {
-                return;
-            }
+/// Clears the entry's "refreshing" flag however the task ends (T9).
+struct ResetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Refreshes until it succeeds, someone else refreshed, the old token is no longer usable (then
+/// callers take the cold path), or the cache is gone (T11).
+async fn refresh_loop(cache: Weak<Inner>, entry: &Arc<Entry>) {
+    loop {
+        let held = {
+            let Some(inner) = cache.upgrade() else { return };
+            TokenCache { inner }.held_until(entry)
+        };
+        if let Some(until) = held {
+            tokio::time::sleep_until(until).await;
+        }
+        let Some(inner) = cache.upgrade() else {
+            tracing::debug!("token cache dropped; background refresh stopped");
+            return;
+        };
+        let this = TokenCache { inner };
+        let now = Instant::now();
+        if entry.usable(now).is_none() || entry.fresh(now).is_some() {
+            return;
+        }
+        tracing::debug!(
+            source = this.inner.identity.kind,
+            "refreshing token ahead of expiry"
+        );
+        if this.single_flight(entry, Entry::fresh).await.is_ok() {
+            return;
         }
     }
 }
+
+/// The refresh point after issue (T2, T10): the server's `refresh_in` if given, else
+/// `refresh_ratio` of the lifetime; never after the token stops being served (`serve_for`),
+/// never sooner than [`MIN_REFRESH_PERIOD`] (nor than half the serving time, for very short
+/// tokens). The jitter moves it earlier by at most 5 % of the time to it (and at most
+/// `max_jitter`), so it never lies in the past.
+fn refresh_point(
+    refresh_in: Option<Duration>,
+    lifetime: Duration,
+    serve_for: Duration,
+    cfg: &Config,
+) -> Duration {
+    let wanted = match refresh_in {
+        Some(r) if !r.is_zero() => r,
+        _ => lifetime.mul_f64(cfg.refresh_ratio),
+    };
+    // Leave a tenth of the serving time (at least the back-off floor, where it fits) to retry
+    // a failed refresh before the token stops being served.
+    let margin = (serve_for / 10).max(cfg.wait.backoff().initial().min(serve_for / 2));
+    let latest = serve_for.saturating_sub(margin);
+    let earliest = MIN_REFRESH_PERIOD.min(serve_for / 2);
+    let point = wanted.min(latest).max(earliest);
+    let jitter_cap = cfg.max_jitter.min(point / 20);
+    point.saturating_sub(jitter_cap.mul_f64(fastrand::f64()))
+}
+
+impl TokenCache {}
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -806,6 +1129,9 @@ pub struct TokenCacheBuilder {
     credential: Arc<dyn TokenCredential>,
     scopes: Arc<[String]>,
     config: Config,
+    backoff: Backoff,
+    max_server_wait: Duration,
+    cold_cap: Duration,
     store: Option<Arc<dyn TokenStore>>,
 }
 
@@ -847,10 +1173,43 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// How long to wait for another process's fetch before fetching directly (default 3 s).
+    /// How long to wait for another process's fetch before fetching directly (default: as
+    /// long as the lock holder may legitimately take — the fetch timeout plus four store
+    /// operations; rule S4). A waiting process takes the peer's token, or its hold, as soon as
+    /// it appears, and fetches itself as soon as the peer's lock goes.
     #[must_use]
     pub fn store_peer_wait(mut self, wait: Duration) -> Self {
-        self.config.store_peer_wait = wait;
+        self.config.store_peer_wait = Some(wait);
+        self
+    }
+
+    /// The longest one identity-provider request may take, the credential's own retries
+    /// included (default 30 s). A fetch that takes longer counts as a timeout and is backed
+    /// off (T9); the store lock's TTL should exceed it.
+    #[must_use]
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.fetch_timeout = timeout;
+        self
+    }
+
+    /// The cap on the back-off of a key that has no usable token (default 10 s, never below
+    /// the back-off's first delay; rule T13). While nothing can be served every caller fails,
+    /// so each second of back-off past the end of an outage is an outage of its own: a cold
+    /// key retries every 5, 10, 10, … s. A key that still serves a token keeps the full
+    /// back-off (to 60 s), each attempt early enough to refresh before the token stops being
+    /// served. Raise it to spare an identity provider that is down for long; lower it (to the
+    /// floor) to recover sooner.
+    #[must_use]
+    pub fn cold_backoff_cap(mut self, cap: Duration) -> Self {
+        self.cold_cap = cap;
+        self
+    }
+
+    /// The cap on a wait the identity provider asks for with `Retry-After` (default 5 min, at
+    /// most 1 h; rule R8). A longer one holds the key for the cap, then it is tried again.
+    #[must_use]
+    pub fn max_server_wait(mut self, cap: Duration) -> Self {
+        self.max_server_wait = cap;
         self
     }
 
@@ -882,15 +1241,20 @@ impl TokenCacheBuilder {
     /// The back-off between failed identity-provider requests (default 5 s, ×2, cap 60 s).
     #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.config.backoff = backoff;
+        self.backoff = backoff;
         self
     }
 
     /// Validates the settings.
     ///
     /// # Errors
-    /// [`Error::Config`] for no scopes, or a refresh ratio outside (0, 1].
-    pub fn build(self) -> Result<TokenCache, Error> {
+    /// [`Error::Config`] for no scopes, a refresh ratio outside (0, 1], a zero store or
+    /// fetch timeout, or a server-wait cap outside (0, 1 h].
+    pub fn build(mut self) -> Result<TokenCache, Error> {
+        self.config.wait = WaitPolicy::new(self.backoff, self.max_server_wait, self.cold_cap)?;
+        if self.config.fetch_timeout.is_zero() {
+            return Err(Error::config("fetch timeout must be > 0"));
+        }
         if self.scopes.is_empty() || self.scopes.iter().any(|s| s.trim().is_empty()) {
             return Err(Error::config(
                 "a token cache needs at least one non-empty scope",
