@@ -45,8 +45,16 @@
 //! and why.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Entry points for the fuzz targets under `fuzz/` (rule X4). Not a public API: hidden, behind
+/// the non-default feature `fuzzing`, and free to change in any release.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
 mod cache;
 pub mod credential;
+#[cfg(all(feature = "fuzzing", feature = "reqwest"))]
+pub(crate) use __fuzz as fuzz;
 mod error;
 pub mod layer;
 pub mod origin;

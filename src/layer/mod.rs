@@ -18,7 +18,7 @@
 
 pub(crate) mod auth;
 mod body;
-mod challenge;
+pub(crate) mod challenge;
 mod exp_backoff;
 mod retry;
 mod retry_after;

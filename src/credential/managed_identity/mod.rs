@@ -56,6 +56,8 @@
 //! and the local endpoints are not reachable through one.
 
 mod arc;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod service_fabric;
 
 use std::fmt;
