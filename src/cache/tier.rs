@@ -288,7 +288,7 @@ impl TokenCache {
     pub(super) fn cached_from_stored(&self, stored: &StoredToken) -> Result<Cached, Error> {
         let now_ms = self.inner.clock.now_ms();
         let now = Instant::now();
-        let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(now_ms));
+        let at = |ms: u64| later(now, Duration::from_millis(ms.saturating_sub(now_ms)));
         let lifetime =
             Duration::from_millis(stored.expires_on_ms.saturating_sub(stored.issued_on_ms));
         if check_lifetime(lifetime).is_err() {
