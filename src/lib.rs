@@ -19,6 +19,8 @@
 //! | `testkit` | yes | [`testkit::FakeIdentityProvider`]: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults (used by `cargo run --example daemon`) |
 //! | `file-store` | no | `FileStore`: tokens in `0600` files, kept across restarts (native apps) |
 //! | `redis` | no | `RedisStore`: tokens shared by replicas through Redis, optionally encrypted |
+//! | `azure` | no | [`azure`]: Azure SDK for Rust adapters (a `TokenCache` as an SDK credential, SDK credentials as sources, the layers as an SDK transport) |
+//! | `testkit-tls` | no | the testkit over HTTPS on loopback with a generated CA (`FakeIdentityProvider::start_https`) |
 //! | `full` | no | everything |
 //!
 //! # Example
@@ -45,6 +47,9 @@
 //! and why.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "azure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
+pub mod azure;
 mod cache;
 pub mod credential;
 mod error;

@@ -48,6 +48,14 @@ use tokio::time::Instant;
 
 use crate::Error;
 
+#[cfg(feature = "testkit-tls")]
+pub mod sdk_api;
+#[cfg(feature = "testkit-tls")]
+mod tls;
+#[cfg(feature = "testkit-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit-tls")))]
+pub use tls::HttpsEndpoint;
+
 /// Which endpoint a fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -1,0 +1,131 @@
+//! SDK-shaped API surfaces on the testkit's HTTPS port (feature `testkit-tls`).
+//!
+//! | path | answers like |
+//! | --- | --- |
+//! | `GET /secrets/{name}[/{version}]` | Azure Key Vault "get secret": a `SecretBundle` JSON (`value`, `id`, `attributes`) |
+//! | `POST /openai/deployments/{deployment}/chat/completions` | Azure OpenAI chat completions: one assistant choice |
+//!
+//! Each is the testkit's protected API underneath (target [`Api`](super::Target::Api)): a
+//! request needs an unexpired token this provider issued, the `Api` faults apply, and it is
+//! logged like any API request — so tests count an SDK's requests at the testkit. A Key Vault
+//! request **without** `Authorization` gets Key Vault's challenge
+//! (`Bearer authorization="…", resource="https://vault.azure.net"`), which Key Vault clients
+//! use to discover the scope.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::{Answer, State};
+
+enum Surface {
+    /// Not an SDK path: the testkit's own.
+    Plain,
+    KeyVaultSecret {
+        name: String,
+    },
+    OpenAiChat {
+        deployment: String,
+    },
+}
+
+/// Routes an HTTPS request: SDK paths become the protected API, their answers are reshaped.
+pub(super) async fn handle_https(state: Arc<State>, mut req: Request<Incoming>) -> Answer {
+    let had_auth = req.headers().contains_key(http::header::AUTHORIZATION);
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
+    let surface = route(&req);
+    if !matches!(surface, Surface::Plain) {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        if let Ok(uri) = format!("/api/sdk{pq}").parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    let answer = super::handle(state, req).await?;
+    Ok(shape(&surface, answer, had_auth, &host))
+}
+
+fn route(req: &Request<Incoming>) -> Surface {
+    let segments: Vec<&str> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (req.method(), segments.as_slice()) {
+        (&http::Method::GET, ["secrets", name] | ["secrets", name, _]) => {
+            Surface::KeyVaultSecret {
+                name: (*name).to_owned(),
+            }
+        }
+        (&http::Method::POST, ["openai", "deployments", deployment, "chat", "completions"]) => {
+            Surface::OpenAiChat {
+                deployment: (*deployment).to_owned(),
+            }
+        }
+        _ => Surface::Plain,
+    }
+}
+
+fn shape(
+    surface: &Surface,
+    mut answer: Response<Full<Bytes>>,
+    had_auth: bool,
+    host: &str,
+) -> Response<Full<Bytes>> {
+    let status = answer.status();
+    match surface {
+        Surface::Plain => answer,
+        Surface::KeyVaultSecret { name } if status == StatusCode::OK => {
+            let body = serde_json::json!({
+                "value": format!("fake-secret-value-of-{name}"),
+                "id": format!("https://{host}/secrets/{name}/00000000000000000000000000000001"),
+                "attributes": {
+                    "enabled": true,
+                    "created": 1_700_000_000,
+                    "updated": 1_700_000_000,
+                    "recoveryLevel": "Recoverable+Purgeable"
+                }
+            });
+            *answer.body_mut() = Full::new(Bytes::from(body.to_string()));
+            answer
+        }
+        Surface::KeyVaultSecret { .. } if status == StatusCode::UNAUTHORIZED && !had_auth => {
+            answer.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(
+                    r#"Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://vault.azure.net""#,
+                ),
+            );
+            answer
+        }
+        Surface::OpenAiChat { deployment } if status == StatusCode::OK => {
+            let body = serde_json::json!({
+                "id": "chatcmpl-testkit",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": deployment,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "ok"},
+                    "finish_reason": "stop"
+                }],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            });
+            *answer.body_mut() = Full::new(Bytes::from(body.to_string()));
+            answer
+        }
+        _ => answer,
+    }
+}
