@@ -39,8 +39,11 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 /// The shared downstream stack: one value, cloned into each request (clones share state).
-type Downstream =
-    BoxCloneSyncService<http::Request<Full<Bytes>>, http::Response<hyper::body::Incoming>, BoxError>;
+type Downstream = BoxCloneSyncService<
+    http::Request<Full<Bytes>>,
+    http::Response<hyper::body::Incoming>,
+    BoxError,
+>;
 
 #[derive(Clone)]
 struct Gateway {
@@ -49,7 +52,11 @@ struct Gateway {
 }
 
 /// The four layers, outermost first, around a hyper-util client.
-fn downstream_stack(tokens: TokenCache, origin: &str, backoff: Backoff) -> Result<Downstream, Error> {
+fn downstream_stack(
+    tokens: TokenCache,
+    origin: &str,
+    backoff: Backoff,
+) -> Result<Downstream, Error> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let svc = ServiceBuilder::new()
@@ -149,12 +156,14 @@ pub(crate) async fn self_test(floor: Duration) -> Result<Vec<Check>, BoxError> {
     // The tokens live 4 s here, so the cache's own retry interval is scaled down with them.
     let tokens = TokenCache::builder(credential, ["api://downstream/.default"])
         .skew(secs(0.5))
-        .backoff(Backoff::builder().initial(secs(0.2)).max(secs(0.4)).build()?)
+        .backoff(
+            Backoff::builder()
+                .initial(secs(0.2))
+                .max(secs(0.4))
+                .build()?,
+        )
         .build()?;
-    let backoff = Backoff::builder()
-        .initial(floor)
-        .max(floor * 12)
-        .build()?;
+    let backoff = Backoff::builder().initial(floor).max(floor * 12).build()?;
     let downstream = downstream_stack(tokens, &idp.uri(), backoff)?;
     let addr = serve(
         router(downstream, idp.api_url().parse()?),
@@ -171,7 +180,9 @@ pub(crate) async fn self_test(floor: Duration) -> Result<Vec<Check>, BoxError> {
     let mut checks = Vec::new();
 
     // 1. cold start: 20 concurrent calls, one token request
-    let burst: Vec<_> = (0..20).map(|_| tokio::spawn(call(http.clone(), gateway.clone()))).collect();
+    let burst: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(call(http.clone(), gateway.clone())))
+        .collect();
     let mut statuses = Vec::new();
     for b in burst {
         statuses.push(b.await?.0);
@@ -180,7 +191,10 @@ pub(crate) async fn self_test(floor: Duration) -> Result<Vec<Check>, BoxError> {
     checks.push(Check {
         name: "20 concurrent cold calls: all 200, one token request",
         ok: statuses.iter().all(|s| *s == Some(200)) && token_requests == 1,
-        detail: format!("{} ok, {token_requests} token request(s)", statuses.iter().filter(|s| **s == Some(200)).count()),
+        detail: format!(
+            "{} ok, {token_requests} token request(s)",
+            statuses.iter().filter(|s| **s == Some(200)).count()
+        ),
     });
 
     // 2. identity-provider outage across the refresh point: calls keep working
@@ -209,18 +223,28 @@ pub(crate) async fn self_test(floor: Duration) -> Result<Vec<Check>, BoxError> {
     idp.add_fault(Fault::new(
         Target::Api,
         now..now + secs(0.5),
-        FaultKind::TooManyRequests { retry_after: secs(1.0) },
+        FaultKind::TooManyRequests {
+            retry_after: secs(1.0),
+        },
     ));
     let before = idp.log().len();
     let (status, took) = call(http.clone(), gateway.clone()).await;
-    let api: Vec<_> = idp.log().into_iter().skip(before).filter(|r| r.target == Target::Api).collect();
+    let api: Vec<_> = idp
+        .log()
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.target == Target::Api)
+        .collect();
     let gap = (api.len() == 2).then(|| api[1].at - api[0].at);
     checks.push(Check {
         name: "downstream 429 Retry-After: 1: one retry, 1 s later",
         ok: status == Some(200)
             && api.first().and_then(|r| r.status) == Some(429)
             && gap.is_some_and(|g| g >= secs(1.0) && g < secs(1.5)),
-        detail: format!("gateway answered {status:?} after {took:.2?}; downstream saw {:?}, gap {gap:.2?}", api.iter().map(|r| r.status).collect::<Vec<_>>()),
+        detail: format!(
+            "gateway answered {status:?} after {took:.2?}; downstream saw {:?}, gap {gap:.2?}",
+            api.iter().map(|r| r.status).collect::<Vec<_>>()
+        ),
     });
 
     // 4. the downstream fails: a 503 without Retry-After is retried no sooner than the floor
@@ -232,7 +256,12 @@ pub(crate) async fn self_test(floor: Duration) -> Result<Vec<Check>, BoxError> {
     ));
     let before = idp.log().len();
     let (status, took) = call(http.clone(), gateway.clone()).await;
-    let api: Vec<_> = idp.log().into_iter().skip(before).filter(|r| r.target == Target::Api).collect();
+    let api: Vec<_> = idp
+        .log()
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.target == Target::Api)
+        .collect();
     let gap = (api.len() == 2).then(|| api[1].at - api[0].at);
     checks.push(Check {
         name: "downstream 503: one retry, no sooner than the back-off floor",
@@ -252,10 +281,14 @@ async fn real(args: &[String]) -> Result<(), BoxError> {
             .cloned()
     };
     let (Some(downstream), Some(scope)) = (arg("--downstream"), arg("--scope")) else {
-        eprintln!("usage: axum_gateway --self-test | --downstream URL --scope SCOPE [--listen ADDR]");
+        eprintln!(
+            "usage: axum_gateway --self-test | --downstream URL --scope SCOPE [--listen ADDR]"
+        );
         std::process::exit(2);
     };
-    let listen: SocketAddr = arg("--listen").unwrap_or_else(|| "127.0.0.1:8080".into()).parse()?;
+    let listen: SocketAddr = arg("--listen")
+        .unwrap_or_else(|| "127.0.0.1:8080".into())
+        .parse()?;
     let url: http::Uri = downstream.parse()?;
     let origin = format!(
         "{}://{}",
@@ -284,7 +317,12 @@ async fn main() -> Result<(), BoxError> {
     let mut all = true;
     for c in &checks {
         all &= c.ok;
-        println!("[{}] {}: {}", if c.ok { "ok" } else { "FAILED" }, c.name, c.detail);
+        println!(
+            "[{}] {}: {}",
+            if c.ok { "ok" } else { "FAILED" },
+            c.name,
+            c.detail
+        );
     }
     if all {
         println!("self-test: every check holds");

@@ -119,7 +119,10 @@ pub(crate) async fn run_offline(floor: Duration) -> Result<Vec<Check>, BoxError>
     checks.push(Check {
         name: "chat completion with an Entra ID token",
         ok: matches!(&answer, Ok(a) if a == "ok") && idp.requests(Target::Token) == 1,
-        detail: format!("{answer:?}, {} token request(s)", idp.requests(Target::Token)),
+        detail: format!(
+            "{answer:?}, {} token request(s)",
+            idp.requests(Target::Token)
+        ),
     });
 
     // 2. the identity provider is down: the cached token serves
@@ -193,7 +196,10 @@ pub(crate) async fn run_offline(floor: Duration) -> Result<Vec<Check>, BoxError>
     checks.push(Check {
         name: "503 for good: 1 + 3 requests, then the error",
         ok: answer.is_err() && seen == 4,
-        detail: format!("{seen} requests, {}", answer.err().map(|e| e.to_string()).unwrap_or_default()),
+        detail: format!(
+            "{seen} requests, {}",
+            answer.err().map(|e| e.to_string()).unwrap_or_default()
+        ),
     });
     Ok(checks)
 }
@@ -206,7 +212,12 @@ async fn main() -> Result<(), BoxError> {
     let mut all = true;
     for c in &checks {
         all &= c.ok;
-        println!("[{}] {}: {}", if c.ok { "ok" } else { "FAILED" }, c.name, c.detail);
+        println!(
+            "[{}] {}: {}",
+            if c.ok { "ok" } else { "FAILED" },
+            c.name,
+            c.detail
+        );
     }
     if all {
         println!("every check holds");

@@ -108,7 +108,10 @@ async fn run(
             Err(e) => {
                 s.failed += 1;
                 if s.failed <= 3 {
-                    println!("  [{label}] {:>5.1} s  call failed: {e}", t0.elapsed().as_secs_f64());
+                    println!(
+                        "  [{label}] {:>5.1} s  call failed: {e}",
+                        t0.elapsed().as_secs_f64()
+                    );
                 }
             }
         }
@@ -184,7 +187,11 @@ async fn with_adapters() -> Result<Summary, BoxError> {
     let options = AzureTransport::new(stack)
         .authorize_in_transport(true)
         .client_options();
-    let client = secret_client(&https, Arc::new(AzureCredential::from_cache(tokens)), options)?;
+    let client = secret_client(
+        &https,
+        Arc::new(AzureCredential::from_cache(tokens)),
+        options,
+    )?;
     // ---
     run("adapters", &idp, &client).await
 }
@@ -213,7 +220,11 @@ impl az::TokenCredential for NaiveCredential {
             }
         }
         let fail = |e: reqwest::Error| {
-            azure_core::Error::with_error(azure_core::error::ErrorKind::Credential, e, "token request failed")
+            azure_core::Error::with_error(
+                azure_core::error::ErrorKind::Credential,
+                e,
+                "token request failed",
+            )
         };
         let body: serde_json::Value = self
             .http
@@ -253,7 +264,9 @@ async fn without_adapters() -> Result<Summary, BoxError> {
     };
     let plain = ClientBuilder::new(https.reqwest_builder()?.build()?).build();
     let mut options = ClientOptions::default(); // the SDK's retry policy stays on
-    options.transport = Some(azure_core::http::Transport::new(Arc::new(AzureTransport::new(plain))));
+    options.transport = Some(azure_core::http::Transport::new(Arc::new(
+        AzureTransport::new(plain),
+    )));
     let client = secret_client(&https, Arc::new(credential), options)?;
     run("without", &idp, &client).await
 }
@@ -264,25 +277,63 @@ fn wait(d: Option<Duration>) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    println!("Key Vault SecretClient against the testkit (HTTPS on loopback), {} s script:", SCRIPT.as_secs());
+    println!(
+        "Key Vault SecretClient against the testkit (HTTPS on loopback), {} s script:",
+        SCRIPT.as_secs()
+    );
     println!("  identity provider 503 7-15 s; vault 429 Retry-After: 2 at 15.5-16.5 s; vault 503 17-18 s");
     println!("with the adapters (AzureTransport + AzureCredential, SDK retry off):");
     let a = with_adapters().await?;
     println!("without (SDK defaults, azure_identity-style credential):");
     let b = without_adapters().await?;
     println!();
-    println!("{:<34} {:>14} {:>14}", "summary", "with adapters", "without");
+    println!(
+        "{:<34} {:>14} {:>14}",
+        "summary", "with adapters", "without"
+    );
     println!("{:-<34} {:->14} {:->14}", "", "", "");
     let rows: [(&str, String, String); 9] = [
         ("get_secret calls ok", a.ok.to_string(), b.ok.to_string()),
-        ("get_secret calls failed", a.failed.to_string(), b.failed.to_string()),
-        ("requests at the vault", a.api_requests.to_string(), b.api_requests.to_string()),
-        ("most requests for one call", a.max_requests_per_call.to_string(), b.max_requests_per_call.to_string()),
-        ("token requests sent", a.token_requests.to_string(), b.token_requests.to_string()),
-        ("token requests failed", a.token_failed.to_string(), b.token_failed.to_string()),
-        ("shortest wait after a 429 (RA 2 s)", wait(a.shortest_wait_after_429), wait(b.shortest_wait_after_429)),
-        ("shortest wait after a 503", wait(a.shortest_wait_after_503), wait(b.shortest_wait_after_503)),
-        ("longest call", wait(Some(a.longest_call)), wait(Some(b.longest_call))),
+        (
+            "get_secret calls failed",
+            a.failed.to_string(),
+            b.failed.to_string(),
+        ),
+        (
+            "requests at the vault",
+            a.api_requests.to_string(),
+            b.api_requests.to_string(),
+        ),
+        (
+            "most requests for one call",
+            a.max_requests_per_call.to_string(),
+            b.max_requests_per_call.to_string(),
+        ),
+        (
+            "token requests sent",
+            a.token_requests.to_string(),
+            b.token_requests.to_string(),
+        ),
+        (
+            "token requests failed",
+            a.token_failed.to_string(),
+            b.token_failed.to_string(),
+        ),
+        (
+            "shortest wait after a 429 (RA 2 s)",
+            wait(a.shortest_wait_after_429),
+            wait(b.shortest_wait_after_429),
+        ),
+        (
+            "shortest wait after a 503",
+            wait(a.shortest_wait_after_503),
+            wait(b.shortest_wait_after_503),
+        ),
+        (
+            "longest call",
+            wait(Some(a.longest_call)),
+            wait(Some(b.longest_call)),
+        ),
     ];
     for (name, x, y) in rows {
         println!("{name:<34} {x:>14} {y:>14}");

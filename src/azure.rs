@@ -189,7 +189,12 @@ impl AzureCredential {
     pub fn cache_for(&self, scopes: &[&str]) -> Option<TokenCache> {
         lock(&self.caches)
             .iter()
-            .find(|s| s.scopes.iter().map(String::as_str).eq(scopes.iter().copied()))
+            .find(|s| {
+                s.scopes
+                    .iter()
+                    .map(String::as_str)
+                    .eq(scopes.iter().copied())
+            })
             .map(|s| s.cache.clone())
     }
 
@@ -199,10 +204,12 @@ impl AzureCredential {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let mut caches = lock(&self.caches);
-        if let Some(slot) = caches
-            .iter_mut()
-            .find(|s| s.scopes.iter().map(String::as_str).eq(scopes.iter().copied()))
-        {
+        if let Some(slot) = caches.iter_mut().find(|s| {
+            s.scopes
+                .iter()
+                .map(String::as_str)
+                .eq(scopes.iter().copied())
+        }) {
             slot.last_used = tick;
             return Ok(slot.cache.clone());
         }
@@ -461,7 +468,9 @@ impl azure_core::http::HttpClient for AzureTransport {
         let mut req = self.client.request(method, request.url().as_str());
         for (name, value) in request.headers().iter() {
             if self.authorize_in_transport
-                && name.as_str().eq_ignore_ascii_case(http::header::AUTHORIZATION.as_str())
+                && name
+                    .as_str()
+                    .eq_ignore_ascii_case(http::header::AUTHORIZATION.as_str())
             {
                 continue;
             }
@@ -469,15 +478,11 @@ impl azure_core::http::HttpClient for AzureTransport {
         }
         req = match request.body() {
             Body::Bytes(bytes) => req.body(bytes.clone()),
-            Body::SeekableStream(stream) => {
-                req.body(reqwest::Body::wrap_stream(stream.clone()))
-            }
+            Body::SeekableStream(stream) => req.body(reqwest::Body::wrap_stream(stream.clone())),
         };
         let rsp = req.send().await.map_err(|e| {
             let kind = match &e {
-                reqwest_middleware::Error::Reqwest(r) if r.is_connect() => {
-                    ErrorKind::Connection
-                }
+                reqwest_middleware::Error::Reqwest(r) if r.is_connect() => ErrorKind::Connection,
                 reqwest_middleware::Error::Reqwest(_) => ErrorKind::Io,
                 reqwest_middleware::Error::Middleware(_) => ErrorKind::Other,
             };

@@ -257,7 +257,10 @@ async fn sdk_azure_r2_each_429_waits_exactly_its_retry_after() {
             "waited {gap:?} after a 429 with Retry-After: 1"
         );
     }
-    assert!(took >= Duration::from_secs(2) && took < ms(2800), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < ms(2800),
+        "{took:?}"
+    );
     // one call: 1 + our 2 Retry-After retries, no SDK retry on top
     assert_eq!(l.retry_after.stats().retries(), 2);
     assert_eq!(l.backoff.stats().retries(), 0);
@@ -429,7 +432,10 @@ async fn sdk_azure_u1_azure_identity_style_credential_behind_token_cache() {
     }
     assert!(ok >= 5);
     let failed_runs = dev.calls.load(Ordering::SeqCst) - 1;
-    assert!(failed_runs >= 1, "the cache tried to refresh through the tool");
+    assert!(
+        failed_runs >= 1,
+        "the cache tried to refresh through the tool"
+    );
     assert!(
         failed_runs <= 4,
         "and backed off between tries: {failed_runs}"
@@ -452,8 +458,10 @@ impl TokenCredential for CountingSource {
     fn get_token<'a>(
         &'a self,
         request: &'a resilient_auth::TokenRequest,
-    ) -> futures_util::future::BoxFuture<'a, Result<resilient_auth::TokenResponse, resilient_auth::Error>>
-    {
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<resilient_auth::TokenResponse, resilient_auth::Error>,
+    > {
         self.fetches.fetch_add(1, Ordering::SeqCst);
         let secret = format!("tok-for-{}", request.scopes.join(" "));
         Box::pin(async move {
@@ -484,7 +492,11 @@ async fn sdk_azure_u1_credential_keeps_one_cache_per_scope_set_bounded() {
     for _ in 0..5 {
         cred.get_token(&["a/.default"], None).await.unwrap();
     }
-    assert_eq!(fetches.load(Ordering::SeqCst), 1, "one cache for scope set a");
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "one cache for scope set a"
+    );
     cred.get_token(&["b/.default"], None).await.unwrap();
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
     cred.get_token(&["a/.default"], None).await.unwrap(); // a is now the most recent

@@ -11,7 +11,9 @@ mod gateway;
 
 #[tokio::test]
 async fn u3_axum_gateway_self_test_checks_hold() {
-    let checks = gateway::self_test(Duration::from_millis(300)).await.unwrap();
+    let checks = gateway::self_test(Duration::from_millis(300))
+        .await
+        .unwrap();
     assert_eq!(checks.len(), 4);
     for c in &checks {
         assert!(c.ok, "{}: {}", c.name, c.detail);

@@ -64,11 +64,9 @@ fn route(req: &Request<Incoming>) -> Surface {
         .filter(|s| !s.is_empty())
         .collect();
     match (req.method(), segments.as_slice()) {
-        (&http::Method::GET, ["secrets", name] | ["secrets", name, _]) => {
-            Surface::KeyVaultSecret {
-                name: (*name).to_owned(),
-            }
-        }
+        (&http::Method::GET, ["secrets", name] | ["secrets", name, _]) => Surface::KeyVaultSecret {
+            name: (*name).to_owned(),
+        },
         (&http::Method::POST, ["openai", "deployments", deployment, "chat", "completions"]) => {
             Surface::OpenAiChat {
                 deployment: (*deployment).to_owned(),
