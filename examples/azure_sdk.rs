@@ -116,7 +116,7 @@ async fn run(
             }
         }
         let now = t0.elapsed().as_secs();
-        if now != last_report && now % 4 == 0 {
+        if now != last_report && now.is_multiple_of(4) {
             last_report = now;
             println!(
                 "  [{label}] {now:>3} s  ok {:>3}  failed {:>3}",
@@ -263,10 +263,13 @@ async fn without_adapters() -> Result<Summary, BoxError> {
         cached: Mutex::new(None),
     };
     let plain = ClientBuilder::new(https.reqwest_builder()?.build()?).build();
-    let mut options = ClientOptions::default(); // the SDK's retry policy stays on
-    options.transport = Some(azure_core::http::Transport::new(Arc::new(
-        AzureTransport::new(plain),
-    )));
+    // the SDK's retry policy stays on (ClientOptions::default())
+    let options = ClientOptions {
+        transport: Some(azure_core::http::Transport::new(Arc::new(
+            AzureTransport::new(plain),
+        ))),
+        ..Default::default()
+    };
     let client = secret_client(&https, Arc::new(credential), options)?;
     run("without", &idp, &client).await
 }

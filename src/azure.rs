@@ -374,9 +374,7 @@ fn from_azure_error(e: azure_core::Error) -> Error {
     } = e.kind()
     {
         if let Ok(status) = http::StatusCode::from_u16(u16::from(*status)) {
-            let mut details = crate::IdentityProviderError::default();
-            details.error = error_code.clone().unwrap_or_else(|| status.to_string());
-            details.retry_after = raw_response.as_ref().and_then(|r| {
+            let retry_after = raw_response.as_ref().and_then(|r| {
                 let mut map = http::HeaderMap::new();
                 for (name, value) in r.headers().iter() {
                     if let (Ok(n), Ok(v)) = (
@@ -388,6 +386,11 @@ fn from_azure_error(e: azure_core::Error) -> Error {
                 }
                 crate::retry::retry_after::retry_after(&map, std::time::SystemTime::now())
             });
+            let details = crate::IdentityProviderError {
+                error: error_code.clone().unwrap_or_else(|| status.to_string()),
+                retry_after,
+                ..Default::default()
+            };
             return Error::IdentityProvider {
                 status,
                 details: Box::new(details),
