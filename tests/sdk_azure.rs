@@ -336,6 +336,84 @@ async fn sdk_azure_r5_sdk_retry_left_on_multiplies_requests() {
     assert_eq!(call.len(), 2 * 4, "{call:?}");
 }
 
+/// One GET through `azure_core`'s own pipeline with its `BearerTokenAuthorizationPolicy` — the
+/// policy every SDK client (Blob, …) puts after its retry policy, which attaches a token to
+/// each SDK attempt — while the vault answers 503 from 0.3 to 2.3 s. The SDK attaches token 1
+/// (2 s lifetime) at 0.3 s; our retries run at ≥ 0.7, 1.5 and 3.1 s, the last one after token 1
+/// expired. Returns the statuses the vault answered.
+async fn sdk_policy_run(authorize_in_transport: bool) -> (u16, Vec<Option<u16>>) {
+    use azure_core::http::policies::{auth::BearerTokenAuthorizationPolicy, Policy};
+    let idp = FakeIdentityProvider::builder()
+        .token_lifetime(Duration::from_secs(2))
+        .fault(Fault::new(
+            Target::Api,
+            ms(300)..ms(2300),
+            FaultKind::Unavailable { retry_after: None },
+        ))
+        .start()
+        .await
+        .unwrap();
+    let https = idp.start_https().await.unwrap();
+    let tokens = cache(&idp);
+    let l = Layers {
+        retry_after: RetryAfterLayer::default(),
+        backoff: ExpBackoffLayer::builder()
+            .backoff(
+                Backoff::builder()
+                    .initial(ms(400))
+                    .max(ms(3200))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap(),
+    };
+    let options = AzureTransport::new(stack(&https, &l, Some(&tokens)))
+        .authorize_in_transport(authorize_in_transport)
+        .client_options();
+    let auth: Arc<dyn Policy> = Arc::new(BearerTokenAuthorizationPolicy::new(
+        Arc::new(AzureCredential::from_cache(tokens.clone())),
+        [SCOPE],
+    ));
+    let pipeline = azure_core::http::Pipeline::new(
+        Some("test"),
+        Some("0"),
+        options,
+        Vec::new(),
+        vec![auth],
+        None,
+    );
+    tokens.token().await.unwrap(); // token 1
+    tokio::time::sleep(ms(300).saturating_sub(idp.elapsed())).await;
+    let url =
+        azure_core::http::Url::parse(&format!("{}/secrets/db-password", https.uri())).unwrap();
+    let mut request = azure_core::http::Request::new(url, azure_core::http::Method::Get);
+    let status = match pipeline
+        .send(&azure_core::http::Context::default(), &mut request, None)
+        .await
+    {
+        Ok(rsp) => rsp.status(),
+        Err(e) => e.http_status().expect("an HTTP error"),
+    };
+    let statuses = api_log(&idp).iter().map(|r| r.status).collect();
+    (u16::from(status), statuses)
+}
+
+#[tokio::test]
+async fn sdk_azure_u1_every_retry_carries_a_current_token() {
+    let (status, seen) = sdk_policy_run(true).await;
+    assert_eq!(seen, [Some(503), Some(503), Some(503), Some(200)]);
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn sdk_azure_u1_sdk_header_goes_stale_on_retries_without_authorize_in_transport() {
+    // The control: keep the SDK's header and the last retry carries the expired token 1.
+    let (status, seen) = sdk_policy_run(false).await;
+    assert_eq!(seen, [Some(503), Some(503), Some(503), Some(401)]);
+    assert_eq!(status, 401);
+}
+
 /// An `azure_identity`-style developer-tool credential: implements `azure_core`'s
 /// `TokenCredential` (as `AzureCliCredential` does, by running a tool), here by asking the
 /// testkit's token endpoint. It can be switched off to play an outage of the tool.
