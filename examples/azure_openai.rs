@@ -3,7 +3,7 @@
 //! over HTTPS on loopback.
 //!
 //! ```sh
-//! cargo run --example azure_openai --features testkit-tls
+//! cargo run --example azure_openai  # feature testkit-tls (on for examples via the dev-dependency)
 //! ```
 //!
 //! The hook: async-openai's `Client::with_http_service` takes any tower service of its

@@ -2,7 +2,7 @@
 //! — against the testkit over HTTPS on loopback, with and without the `azure` adapters.
 //!
 //! ```sh
-//! cargo run --example azure_sdk --features azure,testkit-tls
+//! cargo run --example azure_sdk     # features azure + testkit-tls (on for examples via the dev-dependency)
 //! ```
 //!
 //! The script (seconds since start, a `get_secret` every 0.5 s for 23 s; 12 s tokens):

@@ -310,15 +310,22 @@ impl fmt::Debug for AzureTokenSource {
 
 impl AzureTokenSource {
     /// A source over `credential`, identified as kind `"azure_core"` with the credential's
-    /// type name as its authority (set a real one with [`with_identity`](Self::with_identity)
-    /// when several processes share a store).
+    /// type name (the start of its `Debug` output) as its authority. Set a real identity with
+    /// [`with_identity`](Self::with_identity) when the cache has a shared store: the store key
+    /// is built from the identity, so two different credentials must not share one.
     pub fn new(credential: Arc<dyn az::TokenCredential>) -> Self {
-        let name = format!("{credential:?}");
-        let name = name
-            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .next()
-            .unwrap_or("credential")
-            .to_owned();
+        // the type name a derived `Debug` starts with (never a field value)
+        let debug = format!("{credential:?}");
+        let name: String = debug
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .take(64)
+            .collect();
+        let name = if name.is_empty() {
+            "azure_core credential".to_owned()
+        } else {
+            name
+        };
         AzureTokenSource {
             inner: credential,
             identity: CredentialIdentity::new("azure_core", name),
