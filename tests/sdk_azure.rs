@@ -480,6 +480,7 @@ async fn sdk_azure_u1_azure_identity_style_credential_behind_token_cache() {
     });
     let source = AzureTokenSource::new(dev.clone());
     assert_eq!(source.identity().kind, "azure_core");
+    assert_eq!(source.identity().authority, "DevToolCredential");
     let tokens = TokenCache::builder(source, [SCOPE])
         .skew(ms(500))
         .backoff(fast_cache_backoff())
@@ -602,4 +603,56 @@ async fn sdk_azure_u1_credential_keeps_one_cache_per_scope_set_bounded() {
     ));
     // Debug shows no token
     assert!(!format!("{cred:?}").contains("tok-for"));
+}
+
+/// An `azure_core` credential whose identity provider throttles: 429 with `Retry-After: 7`.
+#[derive(Debug)]
+struct ThrottledCredential {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl az::TokenCredential for ThrottledCredential {
+    async fn get_token(
+        &self,
+        _: &[&str],
+        _: Option<az::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<az::AccessToken> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut headers = azure_core::http::headers::Headers::new();
+        headers.insert("retry-after", "7");
+        let raw = azure_core::http::RawResponse::from_bytes(
+            azure_core::http::StatusCode::TooManyRequests,
+            headers,
+            "{}",
+        );
+        Err(azure_core::Error::with_message(
+            azure_core::error::ErrorKind::HttpResponse {
+                status: azure_core::http::StatusCode::TooManyRequests,
+                error_code: Some("temporarily_unavailable".into()),
+                raw_response: Some(Box::new(raw)),
+            },
+            "throttled",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn sdk_azure_t6_sdk_credential_throttle_reaches_the_cache_gate() {
+    let cred = Arc::new(ThrottledCredential {
+        calls: AtomicUsize::new(0),
+    });
+    let tokens = TokenCache::new(AzureTokenSource::new(cred.clone()), [SCOPE]);
+    let err = tokens.token().await.unwrap_err();
+    assert!(
+        matches!(err, resilient_auth::Error::IdentityProvider { status, .. } if status == 429),
+        "{err:?}"
+    );
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    // the gate holds: no second call to the credential while the 7 s run
+    let again = tokens.token().await.unwrap_err();
+    assert!(again
+        .retry_after()
+        .is_some_and(|w| w <= Duration::from_secs(7)));
+    assert_eq!(cred.calls.load(Ordering::SeqCst), 1);
 }
