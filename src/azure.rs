@@ -38,8 +38,9 @@
 //!
 //! - **No double retries.** With the SDK's retry policy on, each of its attempts would run our
 //!   whole retry stack inside the transport: up to (1 + SDK retries) × (1 + our retries)
-//!   requests per call, and the SDK's retries start 200 ms apart, read `Retry-After` only on
-//!   429/503 and have no cap. With it off, a call sends at most 1 + our retries requests.
+//!   requests per call; and the SDK's own retries start 200 ms apart (a 5xx is fast-retried),
+//!   read `Retry-After` only on 429/503 and put no cap on it. With it off, a call sends at most
+//!   1 + our retries requests.
 //! - **Every retry carries a currently valid token.** The SDK's bearer-token policy sits
 //!   *before* the transport and authorizes a request once per SDK attempt; with the SDK's retry
 //!   off that is once per call, so our retries inside the transport would resend the header it
@@ -49,16 +50,20 @@
 //!   handles `invalid_token` / CAE challenges once). Key Vault clients, which send their first
 //!   request without a token to discover the tenant, get a token from the layer at once and
 //!   skip that round trip.
-//! - **The SDK's own cache never blocks.** The SDK still asks its credential for a token on
-//!   each call (and would use it without our transport). Giving it an [`AzureCredential`] over
-//!   the *same* [`TokenCache`] means that answer is the cache's, without waiting while a token
-//!   is cached, and still valid through an identity-provider outage; `azure_identity`'s own
-//!   cache instead returns the error when a refresh fails, even while the old token is valid.
+//! - **The SDK's own cache never blocks.** The SDK's bearer-token policy keeps a per-client
+//!   token behind a lock and, within 5 minutes of expiry, makes every caller wait on the write
+//!   lock while it asks its credential. Giving it an [`AzureCredential`] over the *same*
+//!   [`TokenCache`] makes that ask return at once (the cache's token, refreshed in the
+//!   background) and keeps it valid through an identity-provider outage; `azure_identity`'s
+//!   own cache instead returns the error when a refresh fails, even while the old token is
+//!   still valid. With [`AzureTransport::authorize_in_transport`] the SDK's header is then
+//!   replaced anyway, so both paths hand out one token from one cache.
 //!
-//! The alternative — our layers as SDK *policies* — was rejected: a per-try policy runs after
-//! the SDK's retry policy, so that retry policy would still have to be switched off, and a
-//! policy cannot hold the per-origin `Retry-After` wait or the per-attempt timeout around the
-//! socket the way the transport can.
+//! The alternative — our retries as an SDK *per-call policy*, so that each of our retries
+//! re-runs the SDK's per-try bearer-token policy — would also keep the token current, but it
+//! means re-implementing the four layers over `azure_core`'s request and policy types. The
+//! transport reuses the exact layers (and their stats, hold per origin, budget and timeout)
+//! that every other client of this crate uses; it costs only dropping one header.
 //!
 //! Bodies: an SDK request with a byte body (all JSON APIs) is retried by our layers; a
 //! streaming (`SeekableStream`) upload is sent once and never retried (rule R6).
