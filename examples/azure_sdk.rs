@@ -5,10 +5,11 @@
 //! cargo run --example azure_sdk     # features azure + testkit-tls (on for examples via the dev-dependency)
 //! ```
 //!
-//! The script (seconds since start, a `get_secret` every 0.5 s for 23 s; 12 s tokens):
-//! - 7–15 s: the identity provider answers 503, across the token's refresh point;
-//! - 15.5–16.5 s: the vault throttles, `429 Retry-After: 2`;
-//! - 17–18 s: the vault answers 503 without `Retry-After`.
+//! The script (seconds since start; a `get_secret` started every 0.5 s for 22 s, each on its
+//! own task as a service would; 16 s tokens):
+//! - 1.9–2.2 s: the vault throttles, `429 Retry-After: 2`;
+//! - 4.9–5.2 s: the vault answers 503 without `Retry-After`;
+//! - 9–20 s: the identity provider answers 503, across both runs' token refresh points.
 //!
 //! **With the adapters:** the four layers as the SDK's transport (`AzureTransport`, the SDK's
 //! retry switched off, the token attached per attempt from a `TokenCache`), and
@@ -23,6 +24,7 @@
 //! over a reqwest client with no layers.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,30 +43,33 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 const TENANT: &str = "contoso";
 const SCOPE: &str = "https://vault.azure.net/.default";
-const LIFETIME: Duration = Duration::from_secs(12);
-const SCRIPT: Duration = Duration::from_secs(23);
+const LIFETIME: Duration = Duration::from_secs(16);
+const SCRIPT: Duration = Duration::from_secs(22);
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-fn faults() -> Vec<Fault> {
+/// The script's faults, their windows measured from `base` (the provider's clock when the
+/// run starts).
+fn faults(base: Duration) -> Vec<Fault> {
+    let at = |from: f64, to: f64| base + secs(from)..base + secs(to);
     vec![
         Fault::new(
-            Target::Token,
-            secs(7.0)..secs(15.0),
-            FaultKind::Unavailable { retry_after: None },
-        ),
-        Fault::new(
             Target::Api,
-            secs(15.5)..secs(16.5),
+            at(1.9, 2.2),
             FaultKind::TooManyRequests {
                 retry_after: secs(2.0),
             },
         ),
         Fault::new(
             Target::Api,
-            secs(17.0)..secs(18.0),
+            at(4.9, 5.2),
+            FaultKind::Unavailable { retry_after: None },
+        ),
+        Fault::new(
+            Target::Token,
+            at(9.0, 20.0),
             FaultKind::Unavailable { retry_after: None },
         ),
     ]
@@ -83,71 +88,88 @@ struct Summary {
     longest_call: Duration,
 }
 
+/// Starts a `get_secret` every 0.5 s, each on its own task and for its own secret name (so the
+/// vault's log tells the calls apart), and summarizes what the vault and the callers saw.
 async fn run(
-    label: &str,
+    label: &'static str,
     idp: &FakeIdentityProvider,
-    client: &SecretClient,
+    https: &HttpsEndpoint,
+    client: SecretClient,
 ) -> Result<Summary, BoxError> {
-    let mut s = Summary::default();
+    let client = Arc::new(client);
+    for f in faults(idp.elapsed()) {
+        idp.add_fault(f);
+    }
     let mut tick = tokio::time::interval(secs(0.5));
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let t0 = Instant::now();
-    let mut last_report = 0;
+    let mut calls = tokio::task::JoinSet::new();
+    let failed = Arc::new(AtomicU32::new(0));
+    let mut n = 0;
     while t0.elapsed() < SCRIPT {
         tick.tick().await;
-        let before = idp.requests(Target::Api);
-        let started = Instant::now();
-        let result = client.get_secret("db-password", None).await;
-        s.longest_call = s.longest_call.max(started.elapsed());
-        s.max_requests_per_call = s
-            .max_requests_per_call
-            .max(idp.requests(Target::Api) - before);
-        match result.and_then(|r| r.into_model()) {
-            Ok(secret) if secret.value.is_some() => s.ok += 1,
-            Ok(_) => s.failed += 1,
-            Err(e) => {
-                s.failed += 1;
-                if s.failed <= 3 {
-                    println!(
-                        "  [{label}] {:>5.1} s  call failed: {e}",
-                        t0.elapsed().as_secs_f64()
-                    );
-                }
+        n += 1;
+        let (client, failures) = (client.clone(), failed.clone());
+        calls.spawn(async move {
+            let started = Instant::now();
+            let result = client
+                .get_secret(&format!("s{n}"), None)
+                .await
+                .and_then(|r| r.into_model());
+            let ok = matches!(&result, Ok(secret) if secret.value.is_some());
+            if !ok && failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                let at = started.duration_since(t0).as_secs_f64();
+                let why = result.err().map(|e| e.to_string()).unwrap_or_default();
+                println!("  [{label}] call started at {at:>4.1} s failed: {why}");
             }
-        }
-        let now = t0.elapsed().as_secs();
-        if now != last_report && now.is_multiple_of(4) {
-            last_report = now;
+            (ok, started.elapsed())
+        });
+        if n % 8 == 0 {
             println!(
-                "  [{label}] {now:>3} s  ok {:>3}  failed {:>3}",
-                s.ok, s.failed
+                "  [{label}] {:>4.1} s  calls started {n:>3}, failed so far {}",
+                t0.elapsed().as_secs_f64(),
+                failed.load(Ordering::Relaxed)
             );
         }
     }
+    let mut s = Summary::default();
+    while let Some(done) = calls.join_next().await {
+        let (ok, took) = done?;
+        if ok {
+            s.ok += 1;
+        } else {
+            s.failed += 1;
+        }
+        s.longest_call = s.longest_call.max(took);
+    }
     let log = idp.log();
-    let api: Vec<_> = log.iter().filter(|r| r.target == Target::Api).collect();
-    s.api_requests = api.len();
     let token: Vec<_> = log.iter().filter(|r| r.target == Target::Token).collect();
     s.token_requests = token.len();
     s.token_failed = token.iter().filter(|r| r.status != Some(200)).count();
-    for pair in api.windows(2) {
-        let gap = pair[1].at - pair[0].at;
-        let slot = match pair[0].status {
-            Some(429) => &mut s.shortest_wait_after_429,
-            Some(503) => &mut s.shortest_wait_after_503,
-            _ => continue,
-        };
-        *slot = Some(slot.map_or(gap, |g| g.min(gap)));
+    let vault = https.requests();
+    s.api_requests = vault.len();
+    for call in 1..=n {
+        let path = format!("/secrets/s{call}/");
+        let mine: Vec<_> = vault.iter().filter(|r| r.path == path).collect();
+        s.max_requests_per_call = s.max_requests_per_call.max(mine.len());
+        for pair in mine.windows(2) {
+            let slot = match pair[0].status {
+                Some(429) => &mut s.shortest_wait_after_429,
+                Some(503) => &mut s.shortest_wait_after_503,
+                _ => continue,
+            };
+            let gap = pair[1].at - pair[0].at;
+            *slot = Some(slot.map_or(gap, |g| g.min(gap)));
+        }
     }
     Ok(s)
 }
 
 async fn provider() -> Result<(FakeIdentityProvider, HttpsEndpoint), BoxError> {
-    let mut b = FakeIdentityProvider::builder().token_lifetime(LIFETIME);
-    for f in faults() {
-        b = b.fault(f);
-    }
-    let idp = b.start().await?;
+    let idp = FakeIdentityProvider::builder()
+        .token_lifetime(LIFETIME)
+        .start()
+        .await?;
     let https = idp.start_https().await?;
     Ok((idp, https))
 }
@@ -193,7 +215,7 @@ async fn with_adapters() -> Result<Summary, BoxError> {
         options,
     )?;
     // ---
-    run("adapters", &idp, &client).await
+    run("adapters", &idp, &https, client).await
 }
 
 /// Caches like `azure_identity`'s credentials: refresh in the last part of the lifetime and
@@ -271,7 +293,7 @@ async fn without_adapters() -> Result<Summary, BoxError> {
         ..Default::default()
     };
     let client = secret_client(&https, Arc::new(credential), options)?;
-    run("without", &idp, &client).await
+    run("without", &idp, &https, client).await
 }
 
 fn wait(d: Option<Duration>) -> String {
@@ -284,17 +306,17 @@ async fn main() -> Result<(), BoxError> {
         "Key Vault SecretClient against the testkit (HTTPS on loopback), {} s script:",
         SCRIPT.as_secs()
     );
-    println!("  identity provider 503 7-15 s; vault 429 Retry-After: 2 at 15.5-16.5 s; vault 503 17-18 s");
+    println!("  vault 429 Retry-After: 2 at 1.9-2.2 s; vault 503 at 4.9-5.2 s; identity provider 503 from 9 to 20 s");
     println!("with the adapters (AzureTransport + AzureCredential, SDK retry off):");
     let a = with_adapters().await?;
     println!("without (SDK defaults, azure_identity-style credential):");
     let b = without_adapters().await?;
     println!();
     println!(
-        "{:<34} {:>14} {:>14}",
+        "{:<42} {:>14} {:>14}",
         "summary", "with adapters", "without"
     );
-    println!("{:-<34} {:->14} {:->14}", "", "", "");
+    println!("{:-<42} {:->14} {:->14}", "", "", "");
     let rows: [(&str, String, String); 9] = [
         ("get_secret calls ok", a.ok.to_string(), b.ok.to_string()),
         (
@@ -303,7 +325,7 @@ async fn main() -> Result<(), BoxError> {
             b.failed.to_string(),
         ),
         (
-            "requests at the vault",
+            "requests at the vault (calls + retries)",
             a.api_requests.to_string(),
             b.api_requests.to_string(),
         ),
@@ -323,12 +345,12 @@ async fn main() -> Result<(), BoxError> {
             b.token_failed.to_string(),
         ),
         (
-            "shortest wait after a 429 (RA 2 s)",
+            "a call's wait after a 429 (Retry-After 2)",
             wait(a.shortest_wait_after_429),
             wait(b.shortest_wait_after_429),
         ),
         (
-            "shortest wait after a 503",
+            "a call's shortest wait after a 503",
             wait(a.shortest_wait_after_503),
             wait(b.shortest_wait_after_503),
         ),
@@ -339,7 +361,7 @@ async fn main() -> Result<(), BoxError> {
         ),
     ];
     for (name, x, y) in rows {
-        println!("{name:<34} {x:>14} {y:>14}");
+        println!("{name:<42} {x:>14} {y:>14}");
     }
     let held = a.failed == 0
         && a.shortest_wait_after_429.is_some_and(|w| w >= secs(2.0))

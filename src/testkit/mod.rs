@@ -54,7 +54,7 @@ pub mod sdk_api;
 mod tls;
 #[cfg(feature = "testkit-tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit-tls")))]
-pub use tls::HttpsEndpoint;
+pub use {sdk_api::HttpsRequest, tls::HttpsEndpoint};
 
 /// Which endpoint a fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,7 +12,8 @@
 //! (`Bearer authorization="…", resource="https://vault.azure.net"`), which Key Vault clients
 //! use to discover the scope.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -20,6 +21,24 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::{Answer, State};
+
+/// One request the HTTPS port answered, with its path (the testkit's own log has no paths), so
+/// tests can tell an SDK's calls apart (e.g. one secret name per call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpsRequest {
+    /// When it arrived, since the provider started (the same clock as
+    /// [`LoggedRequest::at`](super::LoggedRequest)).
+    pub at: Duration,
+    /// The method.
+    pub method: String,
+    /// The path as sent (before any mapping), without the query.
+    pub path: String,
+    /// The status answered (`None` for a hang or a dropped connection).
+    pub status: Option<u16>,
+}
+
+pub(super) type HttpsLog = Arc<Mutex<Vec<HttpsRequest>>>;
 
 enum Surface {
     /// Not an SDK path: the testkit's own.
@@ -33,7 +52,14 @@ enum Surface {
 }
 
 /// Routes an HTTPS request: SDK paths become the protected API, their answers are reshaped.
-pub(super) async fn handle_https(state: Arc<State>, mut req: Request<Incoming>) -> Answer {
+pub(super) async fn handle_https(
+    state: Arc<State>,
+    log: HttpsLog,
+    mut req: Request<Incoming>,
+) -> Answer {
+    let at = state.start.elapsed();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
     let had_auth = req.headers().contains_key(http::header::AUTHORIZATION);
     let host = req
         .headers()
@@ -52,8 +78,16 @@ pub(super) async fn handle_https(state: Arc<State>, mut req: Request<Incoming>) 
             *req.uri_mut() = uri;
         }
     }
-    let answer = super::handle(state, req).await?;
-    Ok(shape(&surface, answer, had_auth, &host))
+    let answer = super::handle(state, req)
+        .await
+        .map(|a| shape(&surface, a, had_auth, &host));
+    super::lock(&log).push(HttpsRequest {
+        at,
+        method,
+        path,
+        status: answer.as_ref().ok().map(|r| r.status().as_u16()),
+    });
+    answer
 }
 
 fn route(req: &Request<Incoming>) -> Surface {

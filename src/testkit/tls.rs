@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
 
+use super::sdk_api::{HttpsLog, HttpsRequest};
 use super::{FakeIdentityProvider, State};
 use crate::Error;
 
@@ -30,6 +31,7 @@ pub struct HttpsEndpoint {
     addr: SocketAddr,
     ca_der: Vec<u8>,
     ca_pem: String,
+    log: HttpsLog,
     task: JoinHandle<()>,
 }
 
@@ -66,6 +68,11 @@ impl HttpsEndpoint {
     /// The protected API, over HTTPS.
     pub fn api_url(&self) -> String {
         format!("{}/api/data", self.uri())
+    }
+
+    /// Every request this port answered, with its path.
+    pub fn requests(&self) -> Vec<HttpsRequest> {
+        super::lock(&self.log).clone()
     }
 
     /// The generated certificate authority, DER-encoded.
@@ -149,9 +156,16 @@ impl FakeIdentityProvider {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::unavailable("loopback listener", e))?;
-        let task = tokio::spawn(serve_tls(listener, acceptor, self.state.clone()));
+        let log = HttpsLog::default();
+        let task = tokio::spawn(serve_tls(
+            listener,
+            acceptor,
+            self.state.clone(),
+            log.clone(),
+        ));
         Ok(HttpsEndpoint {
             addr,
+            log,
             ca_der: ca_cert.der().to_vec(),
             ca_pem: pem_certificate(ca_cert.der()),
             task,
@@ -171,19 +185,24 @@ fn pem_certificate(der: &[u8]) -> String {
     pem
 }
 
-async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, state: Arc<State>) {
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+    log: HttpsLog,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let state = state.clone();
+        let (state, log) = (state.clone(), log.clone());
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
             let svc = hyper::service::service_fn(move |req| {
-                super::sdk_api::handle_https(state.clone(), req)
+                super::sdk_api::handle_https(state.clone(), log.clone(), req)
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)
