@@ -134,16 +134,12 @@ enum TokenPath {
 }
 
 async fn outage_run(path: TokenPath) {
-    // 3 s tokens, refreshed at ~1.5 s, served until 2.5 s; the identity provider is down from
-    // 1.0 to 2.0 s, across the refresh point. Calls every 50 ms for 3.5 s: past the first
-    // token's expiry, so the run also shows a fresh token after the outage.
+    // 4 s tokens, refreshed at ~2 s, served until 3.5 s after the first call; the identity
+    // provider is down from 1.0 to 2.6 s after it, across the refresh point. Calls every 50 ms
+    // for 4.5 s: past the first token's expiry, so the run also shows a fresh token after the
+    // outage.
     let idp = FakeIdentityProvider::builder()
-        .token_lifetime(Duration::from_secs(3))
-        .fault(Fault::new(
-            Target::Token,
-            ms(1000)..ms(2000),
-            FaultKind::Unavailable { retry_after: None },
-        ))
+        .token_lifetime(Duration::from_secs(4))
         .start()
         .await
         .unwrap();
@@ -161,10 +157,17 @@ async fn outage_run(path: TokenPath) {
         ),
     };
     let client = secret_client(&https, Arc::new(credential), transport.client_options());
+    get(&client).await.unwrap(); // the first token
+    let now = idp.elapsed();
+    idp.add_fault(Fault::new(
+        Target::Token,
+        now + ms(1000)..now + ms(2600),
+        FaultKind::Unavailable { retry_after: None },
+    ));
     let t0 = Instant::now();
     let (mut ok, mut failed) = (0, Vec::new());
     let mut tick = tokio::time::interval(ms(50));
-    while t0.elapsed() < ms(3500) {
+    while t0.elapsed() < ms(4500) {
         tick.tick().await;
         match get(&client).await {
             Ok(v) => {
@@ -214,19 +217,9 @@ async fn sdk_azure_u1_outage_zero_failed_calls_token_from_sdk_credential() {
 
 #[tokio::test]
 async fn sdk_azure_r2_each_429_waits_exactly_its_retry_after() {
-    // The vault throttles from 0.3 to 1.6 s with Retry-After: 1. A call at 0.3 s gets two 429s
-    // and must wait 1 s after each (not a millisecond less, and not much more).
-    let idp = FakeIdentityProvider::builder()
-        .fault(Fault::new(
-            Target::Api,
-            ms(300)..ms(1600),
-            FaultKind::TooManyRequests {
-                retry_after: Duration::from_secs(1),
-            },
-        ))
-        .start()
-        .await
-        .unwrap();
+    // After a warm-up call, the vault throttles for 1.3 s with Retry-After: 1. The next call
+    // gets two 429s and must wait 1 s after each (not a millisecond less, and not much more).
+    let idp = FakeIdentityProvider::builder().start().await.unwrap();
     let https = idp.start_https().await.unwrap();
     let tokens = cache(&idp);
     let l = layers();
@@ -238,10 +231,14 @@ async fn sdk_azure_r2_each_429_waits_exactly_its_retry_after() {
         transport.client_options(),
     );
     get(&client).await.unwrap(); // warm: token fetched, connection open
-    let since_start = idp.elapsed();
-    if since_start < ms(300) {
-        tokio::time::sleep(ms(300) - since_start).await;
-    }
+    let now = idp.elapsed();
+    idp.add_fault(Fault::new(
+        Target::Api,
+        now..now + ms(1300),
+        FaultKind::TooManyRequests {
+            retry_after: Duration::from_secs(1),
+        },
+    ));
     let before = api_log(&idp).len();
     let t = Instant::now();
     let value = get(&client).await.unwrap();
@@ -338,18 +335,13 @@ async fn sdk_azure_r5_sdk_retry_left_on_multiplies_requests() {
 
 /// One GET through `azure_core`'s own pipeline with its `BearerTokenAuthorizationPolicy` — the
 /// policy every SDK client (Blob, …) puts after its retry policy, which attaches a token to
-/// each SDK attempt — while the vault answers 503 from 0.3 to 2.3 s. The SDK attaches token 1
-/// (2 s lifetime) at 0.3 s; our retries run at ≥ 0.7, 1.5 and 3.1 s, the last one after token 1
-/// expired. Returns the statuses the vault answered.
+/// each SDK attempt — while the vault answers 503 for 2 s. The SDK attaches token 1 (2 s
+/// lifetime, just fetched); our retries run ≥ 0.4, 1.2 and 2.8 s later, the last one after
+/// token 1 expired. Returns the statuses the vault answered.
 async fn sdk_policy_run(authorize_in_transport: bool) -> (u16, Vec<Option<u16>>) {
     use azure_core::http::policies::{auth::BearerTokenAuthorizationPolicy, Policy};
     let idp = FakeIdentityProvider::builder()
         .token_lifetime(Duration::from_secs(2))
-        .fault(Fault::new(
-            Target::Api,
-            ms(300)..ms(2300),
-            FaultKind::Unavailable { retry_after: None },
-        ))
         .start()
         .await
         .unwrap();
@@ -384,7 +376,12 @@ async fn sdk_policy_run(authorize_in_transport: bool) -> (u16, Vec<Option<u16>>)
         None,
     );
     tokens.token().await.unwrap(); // token 1
-    tokio::time::sleep(ms(300).saturating_sub(idp.elapsed())).await;
+    let now = idp.elapsed();
+    idp.add_fault(Fault::new(
+        Target::Api,
+        now..now + ms(2000),
+        FaultKind::Unavailable { retry_after: None },
+    ));
     let url =
         azure_core::http::Url::parse(&format!("{}/secrets/db-password", https.uri())).unwrap();
     let mut request = azure_core::http::Request::new(url, azure_core::http::Method::Get);
@@ -468,7 +465,7 @@ impl az::TokenCredential for DevToolCredential {
 #[tokio::test]
 async fn sdk_azure_u1_azure_identity_style_credential_behind_token_cache() {
     let idp = FakeIdentityProvider::builder()
-        .token_lifetime(Duration::from_secs(3))
+        .token_lifetime(Duration::from_secs(4))
         .start()
         .await
         .unwrap();
@@ -499,8 +496,9 @@ async fn sdk_azure_u1_azure_identity_style_credential_behind_token_cache() {
         get(&client).await.unwrap();
     }
     assert_eq!(dev.calls.load(Ordering::SeqCst), 1);
-    // the tool breaks after the refresh point (1.5 s): calls keep working on the cached token
-    tokio::time::sleep(ms(1600)).await;
+    // the tool breaks after the refresh point (2 s): calls keep working on the cached token
+    // (served until 3.5 s)
+    tokio::time::sleep(ms(2100)).await;
     dev.down.store(true, Ordering::SeqCst);
     let t = Instant::now();
     let mut ok = 0;
