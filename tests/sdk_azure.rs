@@ -654,3 +654,59 @@ async fn sdk_azure_t6_sdk_credential_throttle_reaches_the_cache_gate() {
         .is_some_and(|w| w <= Duration::from_secs(7)));
     assert_eq!(cred.calls.load(Ordering::SeqCst), 1);
 }
+
+/// Hands out one 10 s token, then never answers again (a hung identity provider).
+#[derive(Debug)]
+struct HangsAfterFirst {
+    calls: Arc<AtomicUsize>,
+}
+
+impl TokenCredential for HangsAfterFirst {
+    fn get_token<'a>(
+        &'a self,
+        _: &'a resilient_auth::TokenRequest,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<resilient_auth::TokenResponse, resilient_auth::Error>,
+    > {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            Box::pin(async {
+                Ok(resilient_auth::TokenResponse::new(
+                    "tok-1",
+                    Duration::from_secs(10),
+                ))
+            })
+        } else {
+            Box::pin(futures_util::future::pending())
+        }
+    }
+
+    fn identity(&self) -> resilient_auth::CredentialIdentity {
+        resilient_auth::CredentialIdentity::new("hangs", "test")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sdk_azure_t3_credential_never_waits_for_a_refresh() {
+    use az::TokenCredential as _;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cred = AzureCredential::new(HangsAfterFirst {
+        calls: calls.clone(),
+    });
+    cred.get_token(&[SCOPE], None).await.unwrap();
+    // past the refresh point (5 s): the refresh hangs, the SDK's ask must not
+    tokio::time::advance(Duration::from_secs(6)).await;
+    for _ in 0..3 {
+        let t = tokio::time::timeout(Duration::from_millis(1), cred.get_token(&[SCOPE], None))
+            .await
+            .expect("answered without waiting for the refresh")
+            .unwrap();
+        assert_eq!(t.token.secret(), "tok-1");
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one refresh, in the background"
+    );
+}
