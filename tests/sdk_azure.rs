@@ -135,7 +135,7 @@ enum TokenPath {
 
 async fn outage_run(path: TokenPath) {
     // 4 s tokens, refreshed at ~2 s, served until 3.5 s after the first call; the identity
-    // provider is down from 1.0 to 2.6 s after it, across the refresh point. Calls every 50 ms
+    // provider is down from 1.0 to 2.6 s after it, across the refresh point. Calls every 100 ms
     // for 4.5 s: past the first token's expiry, so the run also shows a fresh token after the
     // outage.
     let idp = FakeIdentityProvider::builder()
@@ -166,7 +166,7 @@ async fn outage_run(path: TokenPath) {
     ));
     let t0 = Instant::now();
     let (mut ok, mut failed) = (0, Vec::new());
-    let mut tick = tokio::time::interval(ms(50));
+    let mut tick = tokio::time::interval(ms(100));
     while t0.elapsed() < ms(4500) {
         tick.tick().await;
         match get(&client).await {
@@ -191,7 +191,7 @@ async fn outage_run(path: TokenPath) {
         "{path:?}: a fresh token after the outage"
     );
     assert!(failed.is_empty(), "{path:?}: failed calls: {failed:?}");
-    assert!(ok > 40, "{path:?}: {ok} calls");
+    assert!(ok > 30, "{path:?}: {ok} calls");
     let api = api_log(&idp);
     let not_ok: Vec<_> = api.iter().filter(|r| r.status != Some(200)).collect();
     match path {
