@@ -107,15 +107,7 @@ impl Error {
     /// or failing identity provider); `false` for ones that need a change (bad credentials,
     /// bad configuration, a malformed response).
     pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Throttled { .. } | Error::Timeout { .. } | Error::Unavailable { .. } => true,
-            Error::IdentityProvider { status, .. } => {
-                status.is_server_error()
-                    || *status == http::StatusCode::TOO_MANY_REQUESTS
-                    || *status == http::StatusCode::REQUEST_TIMEOUT
-            }
-            Error::InvalidResponse(_) | Error::Config(_) => false,
-        }
+        crate::retry::policy::Failure::of_error(self).is_transient()
     }
 }
 

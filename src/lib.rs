@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | [`RetryAfterLayer`] | 429 / 5xx with `Retry-After` (or `retry-after-ms`, `x-ms-retry-after-ms`): waits exactly that long, holding the whole origin; fails fast past a cap |
 //! | [`ExpBackoffLayer`] | 5xx / 408 / timeouts / connection errors without a retry header: first retry ≥ 5 s, ×2, cap 60 s, additive jitter, retry budget |
-//! | [`AuthLayer`] | attaches a cached bearer token, refreshed before it expires |
+//! | [`AuthLayer`] | attaches a cached bearer token, refreshed before it expires, to the origins it is for (its scope's hosts, or the ones you name) |
 //! | [`TimeoutLayer`] | per-attempt timeout, as a typed error the back-off layer retries (never at once) |
 //!
 //! # Feature flags
@@ -16,7 +16,7 @@
 //! | feature | default | enables |
 //! | --- | --- | --- |
 //! | `reqwest` | yes | `reqwest_middleware::Middleware` impls; reqwest as the credentials' HTTP client |
-//! | `testkit` | yes | [`testkit::FakeIdentityProvider`]: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults (used by `cargo run --example daemon`) |
+//! | `testkit` | no | `testkit::FakeIdentityProvider`: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults, for tests (an HTTP server; this crate's examples and tests turn it on themselves) |
 //! | `file-store` | no | `FileStore`: tokens in `0600` files, kept across restarts (native apps) |
 //! | `redis` | no | `RedisStore`: tokens shared by replicas through Redis, optionally encrypted |
 //! | `azure` | no | [`azure`]: Azure SDK for Rust adapters (a `TokenCache` as an SDK credential, SDK credentials as sources, the layers as an SDK transport) |
@@ -54,6 +54,7 @@ mod cache;
 pub mod credential;
 mod error;
 pub mod layer;
+pub mod origin;
 pub mod report;
 #[cfg(feature = "reqwest")]
 mod reqwest;
@@ -69,7 +70,7 @@ pub use cache::file::FileStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use cache::redis::{RedisStore, RedisStoreBuilder};
-pub use cache::store::{MemoryStore, StoreLock, StoredToken, TokenStore};
+pub use cache::store::{MemoryStore, StoreHold, StoreLock, StoredToken, TokenStore};
 pub use cache::{CacheStats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

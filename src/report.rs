@@ -342,19 +342,21 @@ pub fn resilience_report(stack: &Stack<'_>) -> ResilienceReport {
     });
 
     checks.push(match stack.auth {
-        None => check("token_origins", "token sent only to named origins", Status::NotApplicable, "no AuthLayer"),
-        Some(a) if a.is_restricted() => check(
+        None => check(
             "token_origins",
             "token sent only to named origins",
-            Status::Pass,
-            "AuthLayer::allow_origins set",
+            Status::NotApplicable,
+            "no AuthLayer",
         ),
-        Some(_) => check(
-            "token_origins",
-            "token sent only to named origins",
-            Status::Warn,
-            "every origin the client calls gets the token; restrict it with AuthLayer::allow_origins",
-        ),
+        Some(a) => {
+            let (status, detail) = a.token_origins().report();
+            check(
+                "token_origins",
+                "token sent only to named origins",
+                status,
+                detail,
+            )
+        }
     });
 
     ResilienceReport { checks }
@@ -754,7 +756,7 @@ mod tests {
     #[test]
     fn o3_token_origins_restricted() {
         let c = cache("client_secret", "https://login.microsoftonline.com");
-        let open = AuthLayer::new(c.clone());
+        let open = AuthLayer::new(c.clone()).allow_any_origin();
         let closed = AuthLayer::new(c)
             .allow_origins(["https://api.example.com"])
             .unwrap();
@@ -789,6 +791,54 @@ mod tests {
             ),
             Status::Warn
         );
+    }
+
+    fn origins_check(auth: &AuthLayer) -> Check {
+        resilience_report(&Stack {
+            auth: Some(auth),
+            ..Stack::default()
+        })
+        .check("token_origins")
+        .cloned()
+        .unwrap()
+    }
+
+    #[test]
+    fn x5_report_reflects_derived_origins_and_flags_scopes_without_a_host() {
+        // A Key Vault scope: the origins derived from it pass, and are named.
+        let vault = TokenCache::new(
+            Id("client_secret", "https://login.microsoftonline.com"),
+            ["https://vault.azure.net/.default"],
+        );
+        let c = origins_check(&AuthLayer::new(vault));
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        assert!(c.detail.contains("https://*.vault.azure.net"), "{c:?}");
+        assert!(c.detail.contains("Key Vault, public cloud"), "{c:?}");
+        // A custom https resource: its own host only.
+        let custom = TokenCache::new(
+            Id("client_secret", "https://login.microsoftonline.com"),
+            ["https://api.contoso.com/.default"],
+        );
+        let c = origins_check(&AuthLayer::new(custom));
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        assert!(c.detail.ends_with(": https://api.contoso.com"), "{c:?}");
+        // api:// names no host: the check fails and says how to fix it.
+        let unnamed = cache("client_secret", "https://login.microsoftonline.com");
+        let c = origins_check(&AuthLayer::new(unnamed.clone()));
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.detail.contains("api://x/.default")
+                && c.detail.contains("AuthLayer::allow_origins")
+                && c.detail.contains("AuthLayer::allow_any_origin()"),
+            "{c:?}"
+        );
+        // Named origins fix it; the opt-out only warns.
+        let fixed = AuthLayer::new(unnamed.clone())
+            .allow_origins(["https://api.example.com"])
+            .unwrap();
+        assert_eq!(origins_check(&fixed).status, Status::Pass);
+        let any = AuthLayer::new(unnamed).allow_any_origin();
+        assert_eq!(origins_check(&any).status, Status::Warn);
     }
 
     #[test]

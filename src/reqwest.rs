@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Extensions, HeaderMap, StatusCode};
@@ -14,11 +15,12 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::layer::auth::{send_with_challenge, token_for};
 use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
+use crate::origin::{Decision, Origin};
 use crate::retry::classify::{
     classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive,
 };
 use crate::retry::driver::{self, CallCtx, RetryPolicy, Transport};
-use crate::retry::throttle::origin_key;
+use crate::retry::throttle::{origin_key, ThrottleGate};
 use crate::Error;
 
 /// Sends through the rest of a reqwest-middleware chain.
@@ -52,6 +54,12 @@ impl Transport for ReqwestTransport<'_> {
         resp.extensions_mut()
     }
 
+    fn outer_gate(&self, _req: &Request) -> Option<Arc<ThrottleGate>> {
+        self.extensions
+            .get::<RetryAfterActive>()
+            .and_then(|m| m.0.clone())
+    }
+
     fn error_kind(err: &Self::Err) -> ErrorKind {
         reqwest_error_kind(err)
     }
@@ -73,10 +81,15 @@ pub(crate) fn reqwest_error_kind(err: &reqwest_middleware::Error) -> ErrorKind {
     }
 }
 
-fn reqwest_ctx(req: &Request, extensions: &mut Extensions, is_retry_after: bool) -> CallCtx {
+fn reqwest_ctx<P: RetryPolicy>(
+    req: &Request,
+    extensions: &mut Extensions,
+    policy: &P,
+    is_retry_after: bool,
+) -> CallCtx {
     let retry_after_outside = extensions.get::<RetryAfterActive>().is_some();
     if is_retry_after {
-        extensions.insert(RetryAfterActive);
+        extensions.insert(RetryAfterActive(policy.origin_gate().cloned()));
     }
     let url = req.url();
     CallCtx {
@@ -106,7 +119,7 @@ fn handle_retry<'a, P: RetryPolicy>(
     extensions: &'a mut Extensions,
     next: Next<'a>,
 ) -> HandleFuture<'a> {
-    let ctx = reqwest_ctx(&req, extensions, is_retry_after);
+    let ctx = reqwest_ctx(&req, extensions, policy, is_retry_after);
     policy.on_call();
     let transport = ReqwestTransport { next, extensions };
     Box::pin(driver::run(policy.clone(), transport, req, ctx))
@@ -160,6 +173,10 @@ impl Middleware for TimeoutLayer {
         Self: 'async_trait,
     {
         let after = self.timeout();
+        if after.is_zero() {
+            let e = crate::layer::timeout::zero_timeout_error();
+            return Box::pin(std::future::ready(Err(middleware_error(e))));
+        }
         let attempt = tokio::time::timeout(after, next.run(req, extensions));
         Box::pin(async move {
             match attempt.await {
@@ -192,10 +209,10 @@ impl Middleware for AuthLayer {
         'life2: 'async_trait,
         Self: 'async_trait,
     {
-        match self.target_of_url(req.url(), req.headers()).into_result() {
-            Err(e) => return Box::pin(std::future::ready(Err(middleware_error(e)))),
-            Ok(false) => return next.run(req, extensions),
-            Ok(true) => {}
+        match self.decide(Origin::of_url(req.url()), req.headers()) {
+            Decision::Refuse(e) => return Box::pin(std::future::ready(Err(middleware_error(e)))),
+            Decision::Skip => return next.run(req, extensions),
+            Decision::Attach => {}
         }
         let tokens = self.tokens();
         let resend = self.resends();

@@ -53,7 +53,7 @@ fn a1_hot_path_allocates_no_more_than_a_plain_header_insert() {
         .build()
         .unwrap();
     let _enter = rt.enter();
-    let tokens = TokenCache::new(Fixed, ["api://x/.default"]);
+    let tokens = TokenCache::new(Fixed, ["https://api.test/.default"]);
     rt.block_on(tokens.token()).unwrap();
     let static_value = HeaderValue::from_static("Bearer a-token");
 

@@ -26,6 +26,7 @@ enum Idp {
     Ok(Duration),
     OkRefreshIn(Duration, Duration),
     Fail(Error),
+    Panic,
 }
 
 fn unavailable() -> Idp {
@@ -120,6 +121,7 @@ impl TokenCredential for Fake {
                     Ok(TokenResponse::new(secret, life).with_refresh_in(r))
                 }
                 Idp::Fail(e) => Err(e),
+                Idp::Panic => panic!("the credential panicked (scripted)"),
             }
         }
         .boxed()
@@ -523,7 +525,10 @@ async fn a1_attaches_a_sensitive_bearer_header_built_once_per_token() {
     let header = api.seen.lock().unwrap()[0].clone().unwrap();
     assert!(header.is_sensitive());
     let token: AccessToken = layer.tokens().token().await.unwrap();
-    assert!(token.header_value().is_sensitive());
+    assert_eq!(
+        format!("Bearer {}", token.secret()),
+        header.to_str().unwrap()
+    );
     assert_eq!(fake.calls(), 1);
 }
 
@@ -573,8 +578,9 @@ async fn a1_existing_authorization_is_left_alone_and_origins_restrict_the_token(
 async fn x2_token_never_sent_over_plain_http_except_to_loopback() {
     let fake = Fake::new([]);
     let api = Api::default();
+    // Every origin allowed (X5's opt-out), so X2 alone decides.
     let svc = ServiceBuilder::new()
-        .layer(AuthLayer::new(cache(&fake)))
+        .layer(AuthLayer::new(cache(&fake)).allow_any_origin())
         .service(api.service());
     let err = svc
         .clone()
@@ -890,4 +896,254 @@ async fn o1_fetches_failures_holds_and_give_ups_are_traced_without_secrets() {
         assert!(log.contains(needle), "missing {needle:?} in:\n{log}");
     }
     assert!(!log.contains(token.secret()), "{log}");
+}
+
+// ---------- T9–T13: the cache heals itself and follows the one wait policy ----------
+
+fn call_gaps(fake: &Fake) -> Vec<Duration> {
+    let times = fake.call_times.lock().unwrap();
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+fn throttled_for(d: Duration) -> Idp {
+    let mut e = IdentityProviderError::default();
+    e.error = "throttled".into();
+    e.retry_after = Some(d);
+    Idp::Fail(Error::IdentityProvider {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        details: Box::new(e),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn t9_a_panicking_credential_never_leaves_the_key_stuck() {
+    let fake = Fake::new([Idp::Panic]);
+    let c = cache(&fake);
+    let e = c.token().await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    // Backed off like any failure: no new request at once...
+    assert!(c.token().await.is_err());
+    assert_eq!(fake.calls(), 1);
+    // ...and after the back-off a caller starts a new fetch that succeeds.
+    tokio::time::advance(Duration::from_secs(7)).await;
+    assert_eq!(c.token().await.unwrap().secret(), "token-2");
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn t9_a_hanging_credential_times_out_and_the_key_heals() {
+    let fake = Fake::default().latency(Duration::from_secs(3 * 3600));
+    let c = cache(&fake);
+    let t0 = Instant::now();
+    let e = c.token().await.unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    assert_eq!(t0.elapsed(), Duration::from_secs(30), "the fetch timeout");
+    fake.set_latency(Duration::ZERO);
+    tokio::time::advance(Duration::from_secs(7)).await;
+    assert!(c.token().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn r8_huge_retry_after_from_the_identity_provider_is_capped_and_never_panics() {
+    let fake = Fake::new([throttled_for(Duration::from_secs(u64::MAX))]);
+    let c = cache(&fake);
+    let e = c.token().await.unwrap_err();
+    assert!(e.retry_after().is_some(), "{e:?}");
+    // Held for the cap (5 min), not forever, and nothing panicked.
+    tokio::time::advance(Duration::from_secs(299)).await;
+    assert!(matches!(
+        c.token().await.unwrap_err(),
+        Error::Throttled { .. }
+    ));
+    assert_eq!(fake.calls(), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(c.token().await.is_ok());
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn r9_retry_after_zero_from_the_identity_provider_still_backs_off() {
+    let fake = Fake::default().always(throttled_for(Duration::ZERO));
+    let c = cache(&fake);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        let _ = c.token().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gaps = call_gaps(&fake);
+    assert!(!gaps.is_empty());
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_secs(5)),
+        "{gaps:?}"
+    );
+    assert!(fake.calls() <= 5, "{} requests in 30 s", fake.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn t10_a_short_refresh_in_on_a_long_token_is_refreshed_once_per_period() {
+    // A 1 h token with refresh_in 10 s: MSAL sends 6 requests in 45 s; the jitter (up to 60 s)
+    // must not put the refresh point in the past.
+    let fake = Fake::default().always(Idp::OkRefreshIn(HOUR, Duration::from_secs(10)));
+    let c = cache(&fake);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(45) {
+        let t = c.token().await.unwrap();
+        assert!(t.refresh_at() > Instant::now() - Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let gaps = call_gaps(&fake);
+    println!("{} token requests in 45 s, gaps {gaps:?}", fake.calls());
+    assert!(fake.calls() <= 6, "{} requests in 45 s", fake.calls());
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(9_500)),
+        "{gaps:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn t10_a_refresh_in_past_the_serving_time_is_clamped_so_callers_never_block() {
+    // 60 s token, served until 45 s (skew 15 s); the server says refresh at 59 s.
+    let fake = Fake::default().always(Idp::OkRefreshIn(
+        Duration::from_secs(60),
+        Duration::from_secs(59),
+    ));
+    let c = cache(&fake);
+    let first = c.token().await.unwrap();
+    assert!(first.refresh_at() < first.expires_at() - Duration::from_secs(15));
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = c.token().now_or_never();
+        assert!(
+            matches!(now, Some(Ok(_))),
+            "a caller blocked at {:?}",
+            t0.elapsed()
+        );
+    }
+    // Jitter only moves a refresh point earlier by a small fraction, never much.
+    let gaps = call_gaps(&fake);
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_secs(38) && *g <= Duration::from_secs(41)),
+        "{gaps:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn t11_a_dropped_cache_stops_calling_the_identity_provider() {
+    let fake = Fake::new([Idp::Ok(HOUR)]).always(unavailable());
+    let c = cache(&fake);
+    c.token().await.unwrap();
+    tokio::time::advance(Duration::from_secs(1800)).await;
+    // Past the refresh point: a background refresh starts and keeps failing with back-off.
+    c.token().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let before = fake.calls();
+    assert!(before >= 3, "{before}");
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(1200)).await;
+    assert!(
+        fake.calls() <= before + 1,
+        "{} requests after the cache was dropped",
+        fake.calls() - before
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn t12_an_identity_provider_retry_after_holds_claims_requests_too() {
+    let fake = Fake::new([throttled_for(Duration::from_secs(30))]);
+    let c = cache(&fake);
+    assert!(c.token().await.is_err());
+    let e = c
+        .token_with_claims(r#"{"access_token":{}}"#)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Throttled { .. }), "{e:?}");
+    assert_eq!(fake.calls(), 1, "no claims request within the Retry-After");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(c.token_with_claims(r#"{"access_token":{}}"#).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn t12_a_claims_token_serves_later_requests() {
+    let fake = Fake::default();
+    let c = cache(&fake);
+    assert_eq!(c.token().await.unwrap().secret(), "token-1");
+    let claimed = c.token_with_claims(r#"{"access_token":{}}"#).await.unwrap();
+    assert_eq!(claimed.secret(), "claims-token-2");
+    for _ in 0..5 {
+        assert_eq!(c.token().await.unwrap().secret(), "claims-token-2");
+    }
+    assert_eq!(fake.calls(), 2);
+}
+
+/// Calls `token()` every 0.5 s for `secs`; returns how many calls failed.
+async fn drive(c: &TokenCache, secs: u64) -> usize {
+    let t0 = Instant::now();
+    let mut failed = 0;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if c.token().await.is_err() {
+            failed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    failed
+}
+
+#[tokio::test(start_paused = true)]
+async fn t13_a_cold_cache_recovers_within_10s_of_a_150s_outage() {
+    let fake = Fake::default().always(unavailable());
+    let c = cache(&fake);
+    let start = Instant::now();
+    drive(&c, 150).await;
+    let during = fake.calls();
+    assert!(during <= 16, "{during} requests during the outage");
+    assert!(
+        call_gaps(&fake)
+            .iter()
+            .all(|g| *g >= Duration::from_secs(5)),
+        "{:?}",
+        call_gaps(&fake)
+    );
+    // The outage ends: the first request comes within 10 s, and the caller after it gets a
+    // token.
+    let end = Instant::now();
+    fake.set_always(Idp::Ok(HOUR));
+    let recovered = loop {
+        if c.token().await.is_ok() {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let first_after = fake.call_times.lock().unwrap()[during];
+    assert!(
+        first_after - end <= Duration::from_secs(10),
+        "{:?}",
+        first_after - end
+    );
+    assert!(recovered - first_after <= Duration::from_millis(500));
+    assert!(end - start >= Duration::from_secs(150));
+}
+
+#[tokio::test(start_paused = true)]
+async fn t13_a_warm_cache_serves_through_a_150s_outage_and_refreshes_before_it_stops_serving() {
+    // A 10 min token: refresh at ~5 min, served until 9.5 min. The outage starts at the refresh
+    // point and lasts 150 s.
+    let fake = Fake::new([Idp::Ok(Duration::from_secs(600))]);
+    let c = cache(&fake);
+    let first = c.token().await.unwrap();
+    tokio::time::sleep_until(first.refresh_at()).await;
+    fake.set_always(unavailable());
+    assert_eq!(
+        drive(&c, 150).await,
+        0,
+        "no call failed while a token was valid"
+    );
+    fake.set_always(Idp::Ok(Duration::from_secs(600)));
+    assert_eq!(drive(&c, 120).await, 0);
+    let secret = c.token().await.unwrap().secret().to_string();
+    assert_ne!(secret, first.secret(), "refreshed after the outage");
+    // Refreshed before the old token stopped being served.
+    let last = *fake.call_times.lock().unwrap().last().unwrap();
+    assert!(last < first.expires_at() - Duration::from_secs(30));
 }

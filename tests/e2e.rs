@@ -125,14 +125,19 @@ async fn e2e_r3_reqwest_backs_off_on_5xx_and_stacked_layers_retry_once_each() {
     );
     assert_eq!(attempts(&resp), 3);
 
-    // Always 503 with a retry header: RetryAfterLayer's 3 retries, none by the back-off layer.
+    // Always 503 with a retry header: RetryAfterLayer's retries (bounded here by a count of 3;
+    // by default only the total wait bounds them, rule R10), none by the back-off layer.
     let server = MockServer::start().await;
     Mock::given(path("/a"))
         .respond_with(ResponseTemplate::new(503).insert_header("retry-after-ms", "20"))
         .expect(4)
         .mount(&server)
         .await;
-    let resp = client(Duration::from_secs(5))
+    let resp = ClientBuilder::new(reqwest::Client::new())
+        .with(RetryAfterLayer::builder().max_retries(3).build().unwrap())
+        .with(fast_backoff())
+        .with(TimeoutLayer::new(Duration::from_secs(5)))
+        .build()
         .get(format!("{}/a", server.uri()))
         .send()
         .await
@@ -384,7 +389,11 @@ async fn e2e_t5_identity_provider_outage_while_token_cached_fails_no_api_call() 
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(RetryAfterLayer::default())
         .with(fast_backoff())
-        .with(AuthLayer::new(tokens.clone()))
+        .with(
+            AuthLayer::new(tokens.clone())
+                .allow_origins([api.uri()])
+                .unwrap(),
+        )
         .with(TimeoutLayer::new(Duration::from_secs(2)))
         .build();
 

@@ -298,10 +298,11 @@ async fn r3_alone_treats_retry_after_as_a_lower_bound() {
 
 #[tokio::test(start_paused = true)]
 async fn r3_stacked_each_response_is_retried_by_exactly_one_layer() {
-    // Recommended order: RetryAfter outside ExpBackoff.
+    // Recommended order: RetryAfter outside ExpBackoff (its retries bounded by a count of 3
+    // here; by default only the total wait bounds them, see r10_*).
     let script = Script::default().then_always(with_header(503, "retry-after", "2"));
     let svc = ServiceBuilder::new()
-        .layer(RetryAfterLayer::default())
+        .layer(ra_3_retries())
         .layer(no_jitter())
         .service(script.service());
     let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
@@ -322,7 +323,7 @@ async fn r3_stacked_each_response_is_retried_by_exactly_one_layer() {
     let script = Script::default().then_always(with_header(503, "retry-after", "2"));
     let svc = ServiceBuilder::new()
         .layer(no_jitter())
-        .layer(RetryAfterLayer::default())
+        .layer(ra_3_retries())
         .service(script.service());
     svc.oneshot(get("https://api.test/a")).await.unwrap();
     assert_eq!(script.count(), 4);
@@ -336,6 +337,10 @@ async fn r3_stacked_each_response_is_retried_by_exactly_one_layer() {
     let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
     assert_eq!(script.count(), 4);
     assert_eq!(attempts(&resp), 4);
+}
+
+fn ra_3_retries() -> RetryAfterLayer {
+    RetryAfterLayer::builder().max_retries(3).build().unwrap()
 }
 
 // ---------- R4: timeouts ----------
@@ -531,4 +536,127 @@ fn layers_services_and_futures_are_send_and_sync() {
     assert_send::<<resilient_auth::layer::RetryAfter<Inner> as Service<Request<String>>>::Future>();
     assert_send::<<resilient_auth::layer::ExpBackoff<Inner> as Service<Request<String>>>::Future>();
     assert_send::<<resilient_auth::layer::Timeout<Inner> as Service<Request<String>>>::Future>();
+}
+
+// ---------- R8–R10: one wait policy, one hold per origin ----------
+
+#[tokio::test(start_paused = true)]
+async fn r9_retry_after_zero_counts_as_absent_and_is_backed_off() {
+    // The default stack sent 4 requests in 4 ms for one call before.
+    let script = Script::new([with_header(503, "retry-after", "0"), status(200)]);
+    let svc = ServiceBuilder::new()
+        .layer(RetryAfterLayer::default())
+        .layer(no_jitter())
+        .service(script.service());
+    let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(script.gaps(), vec![Duration::from_secs(5)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn r8_a_huge_retry_after_never_panics_and_fails_fast() {
+    let script = Script::new([with_header(429, "retry-after", "99999999999999999999")])
+        .then_always(status(200));
+    let svc = ServiceBuilder::new()
+        .layer(RetryAfterLayer::default())
+        .layer(no_jitter())
+        .service(script.service());
+    let t0 = Instant::now();
+    let resp = svc
+        .clone()
+        .oneshot(get("https://api.test/a"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429, "returned as it is, not slept");
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    let err = svc.oneshot(get("https://api.test/b")).await.unwrap_err();
+    let err = err.downcast_ref::<Error>().unwrap();
+    assert!(
+        matches!(err, Error::Throttled { retry_after } if *retry_after >= Duration::from_secs(3600)),
+        "{err:?}"
+    );
+    assert_eq!(script.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn r10_a_call_is_not_failed_while_the_server_keeps_asking_it_to_wait() {
+    // The API answers 429 Retry-After: 3 for 10 s: the call waits it out (4 retries), it does
+    // not fail after a count of 3.
+    let script = Script::new([
+        with_header(429, "retry-after", "3"),
+        with_header(429, "retry-after", "3"),
+        with_header(429, "retry-after", "3"),
+        with_header(429, "retry-after", "3"),
+    ])
+    .then_always(status(200));
+    let svc = ServiceBuilder::new()
+        .layer(RetryAfterLayer::default())
+        .layer(no_jitter())
+        .service(script.service());
+    let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(attempts(&resp), 5);
+    assert_eq!(script.gaps(), vec![Duration::from_secs(3); 4]);
+
+    // Bounded by the total wait: with a cap of 7 s the call gives up after 6 s of waiting.
+    let script = Script::default().then_always(with_header(429, "retry-after", "3"));
+    let svc = ServiceBuilder::new()
+        .layer(
+            RetryAfterLayer::builder()
+                .max_wait(Duration::from_secs(7))
+                .build()
+                .unwrap(),
+        )
+        .layer(no_jitter())
+        .service(script.service());
+    let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(script.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn r10_a_backoff_retry_waits_out_the_origins_retry_after_hold() {
+    // Call A gets a 503 (back-off: retry at 5 s); 1 s later call B to the same origin gets
+    // 429 Retry-After: 20. A's retry must wait for the hold (21 s), not go at 5 s.
+    let script = Script::new([
+        status(503),
+        with_header(429, "retry-after", "20"),
+        status(200),
+        status(200),
+    ]);
+    let svc = ServiceBuilder::new()
+        .layer(RetryAfterLayer::default())
+        .layer(no_jitter())
+        .service(script.service());
+    let t0 = Instant::now();
+    let a = tokio::spawn(svc.clone().oneshot(get("https://api.test/a")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = tokio::spawn(svc.oneshot(get("https://api.test/b")));
+    assert_eq!(a.await.unwrap().unwrap().status(), 200);
+    assert_eq!(b.await.unwrap().unwrap().status(), 200);
+    let times: Vec<_> = script
+        .calls()
+        .iter()
+        .map(|(t, _, path)| (t.duration_since(t0).as_secs(), path.clone()))
+        .collect();
+    assert!(times[2].0 >= 21 && times[3].0 >= 21, "{times:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn r4_a_zero_timeout_is_a_configuration_error_and_sends_nothing() {
+    assert!(matches!(
+        TimeoutLayer::try_new(Duration::ZERO),
+        Err(Error::Config(_))
+    ));
+    assert!(TimeoutLayer::try_new(Duration::from_millis(1)).is_ok());
+    let script = Script::default().then_always(status(200));
+    let svc = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::ZERO))
+        .service(script.service());
+    let err = svc.oneshot(get("https://api.test/a")).await.unwrap_err();
+    assert!(
+        matches!(err.downcast_ref::<Error>(), Some(Error::Config(_))),
+        "{err}"
+    );
+    assert_eq!(script.count(), 0);
 }

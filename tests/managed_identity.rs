@@ -108,18 +108,7 @@ fn assert_lifetime(token: &TokenResponse, secs: u64) {
 }
 
 fn fast_imds(server: &MockServer) -> ManagedIdentityCredentialBuilder {
-    ManagedIdentityCredential::imds()
-        .endpoint(server.uri())
-        .imds_backoff(
-            Backoff::builder()
-                .initial(Duration::from_millis(20))
-                .max(Duration::from_millis(80))
-                .jitter(0.0)
-                .max_retries(3)
-                .build()
-                .unwrap(),
-        )
-        .imds_gone_retry(Duration::from_millis(30), Duration::from_millis(150))
+    ManagedIdentityCredential::imds().endpoint(server.uri())
 }
 
 fn identity_provider_status(e: &Error) -> StatusCode {
@@ -220,7 +209,33 @@ async fn c3_imds_400_identity_not_found_is_one_request() {
 }
 
 #[tokio::test]
-async fn c3_imds_retries_5xx_and_410_then_succeeds() {
+async fn r9_imds_sends_one_request_per_call_no_inner_retry_loop() {
+    // MSAL's IMDS loop retries after 1 s; here every source makes one attempt and the token
+    // cache's one wait policy spaces the next (>= 5 s after a 5xx).
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500).set_body_raw(
+            r#"{"error":"unknown","error_description":"Failed to get token"}"#,
+            "application/json",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let e = fast_imds(&server)
+        .build()
+        .unwrap()
+        .get_token(&request())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        identity_provider_status(&e),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert!(e.is_transient());
+}
+
+#[tokio::test]
+async fn c3_imds_5xx_and_410_are_retried_by_the_cache_policy_then_succeed() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(410))
@@ -241,40 +256,42 @@ async fn c3_imds_retries_5xx_and_410_then_succeeds() {
         .expect(1)
         .mount(&server)
         .await;
-    let c = fast_imds(&server).build().unwrap();
+    // The policy compressed to milliseconds (real sockets, so real time): 30 ms floor.
+    let tokens = TokenCache::builder(
+        fast_imds(&server).build().unwrap(),
+        ["https://vault.azure.net/.default"],
+    )
+    .backoff(
+        Backoff::builder()
+            .initial(Duration::from_millis(30))
+            .max(Duration::from_millis(120))
+            .jitter(0.0)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let started = std::time::Instant::now();
-    let token = c.get_token(&request()).await.unwrap();
+    let mut failed_calls = 0;
+    let token = loop {
+        match tokens.token().await {
+            Ok(t) => break t,
+            Err(e) => {
+                failed_calls += 1;
+                assert!(!e.to_string().contains(ACCESS_TOKEN), "{e}");
+                assert!(started.elapsed() < Duration::from_secs(5), "no recovery");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
     assert_eq!(token.secret(), ACCESS_TOKEN);
-    // two 30 ms waits after the 410s, one 20 ms back-off after the 503
+    assert!(failed_calls >= 3);
+    // Three failures, each backed off before the next request: 30, 60, 120 ms.
     assert!(
-        started.elapsed() >= Duration::from_millis(80),
+        started.elapsed() >= Duration::from_millis(30 + 60 + 120),
         "{:?}",
         started.elapsed()
     );
-}
-
-#[tokio::test]
-async fn c3_imds_gives_up_after_the_retries() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(500).set_body_raw(
-            r#"{"error":"unknown","error_description":"Failed to get token"}"#,
-            "application/json",
-        ))
-        .expect(4)
-        .mount(&server)
-        .await;
-    let e = fast_imds(&server)
-        .build()
-        .unwrap()
-        .get_token(&request())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        identity_provider_status(&e),
-        StatusCode::INTERNAL_SERVER_ERROR
-    );
-    assert!(e.is_transient());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -851,7 +868,11 @@ async fn c3_managed_identity_token_flows_through_cache_and_auth_layer() {
         .unwrap();
     let cache = TokenCache::new(credential, ["https://api.example/.default"]);
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthLayer::new(cache.clone()))
+        .with(
+            AuthLayer::new(cache.clone())
+                .allow_origins([api.uri()])
+                .unwrap(),
+        )
         .build();
     for _ in 0..3 {
         let resp = client

@@ -181,3 +181,169 @@ async fn s3_failing_or_hanging_store_never_fails_a_call_and_adds_bounded_latency
         assert!(c.token().now_or_never().unwrap().unwrap().same_as(&t));
     }
 }
+
+// ---------- A3, S4 ----------
+
+/// A credential with a scripted first answer and a latency, counting its calls.
+#[derive(Debug, Clone, Default)]
+struct Scripted {
+    calls: Arc<AtomicUsize>,
+    throttle_first: Option<Duration>,
+    latency: Duration,
+    prefix: &'static str,
+}
+
+impl TokenCredential for Scripted {
+    fn get_token<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(self.latency).await;
+            if let (1, Some(wait)) = (n, self.throttle_first) {
+                let mut d = resilient_auth::IdentityProviderError::default();
+                d.error = "throttled".into();
+                d.retry_after = Some(wait);
+                return Err(Error::IdentityProvider {
+                    status: http::StatusCode::TOO_MANY_REQUESTS,
+                    details: Box::new(d),
+                });
+            }
+            Ok(TokenResponse::new(
+                format!("{}-token-{n}", self.prefix),
+                Duration::from_secs(3600),
+            ))
+        }
+        .boxed()
+    }
+    fn identity(&self) -> CredentialIdentity {
+        CredentialIdentity::new("counting", "https://login.microsoftonline.com")
+            .with_tenant("t")
+            .with_client_id("c")
+    }
+}
+
+const KEY: &str =
+    "resilient-auth:v1:counting:https://login.microsoftonline.com:t:c:api://x/.default";
+
+fn cache_with(cred: &Scripted, store: &MemoryStore) -> TokenCache {
+    TokenCache::builder(cred.clone(), ["api://x/.default"])
+        .store(store.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a3_a_rejected_token_is_gone_from_memory_and_the_store() {
+    let store = MemoryStore::new();
+    let a = Scripted {
+        prefix: "a",
+        ..Default::default()
+    };
+    let b = Scripted {
+        prefix: "b",
+        ..Default::default()
+    };
+    let (ca, cb) = (cache_with(&a, &store), cache_with(&b, &store));
+    let rejected = ca.token().await.unwrap();
+    assert_eq!(rejected.secret(), "a-token-1");
+    // The resource answers 401 invalid_token: the token is dropped everywhere.
+    ca.invalidate(&rejected);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stored = store.load(KEY).await.unwrap();
+    assert!(stored.is_none_or(|s| s.access_token != "a-token-1"));
+    // Neither this process nor a replica serves it again.
+    assert_ne!(ca.token().await.unwrap().secret(), "a-token-1");
+    assert_ne!(cb.token().await.unwrap().secret(), "a-token-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a3_a_rejected_token_left_in_the_store_is_not_reloaded() {
+    // The store removal may fail or race with a replica writing the same token back: the
+    // cache still never takes the rejected token from the store again.
+    let store = MemoryStore::new();
+    let a = Scripted {
+        prefix: "a",
+        ..Default::default()
+    };
+    let ca = cache_with(&a, &store);
+    let rejected = ca.token().await.unwrap();
+    let entry = store.load(KEY).await.unwrap().unwrap();
+    ca.invalidate(&rejected);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    store.save(KEY, &entry).await.unwrap();
+    assert_eq!(ca.token().await.unwrap().secret(), "a-token-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_a_stored_entry_issued_in_the_future_is_treated_as_absent() {
+    let store = MemoryStore::new();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let day = 24 * 3600 * 1000;
+    let forged = StoredToken::new(
+        "forged",
+        now_ms + day,
+        now_ms + day + 1_000,
+        now_ms + day + 3_600_000,
+    );
+    store.save(KEY, &forged).await.unwrap();
+    let a = Scripted {
+        prefix: "a",
+        ..Default::default()
+    };
+    let c = cache_with(&a, &store);
+    assert_eq!(c.token().await.unwrap().secret(), "a-token-1");
+    assert_eq!(a.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_a_retry_after_seen_by_one_process_holds_the_others() {
+    let store = MemoryStore::new();
+    let a = Scripted {
+        prefix: "a",
+        throttle_first: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let b = Scripted {
+        prefix: "b",
+        ..Default::default()
+    };
+    let (ca, cb) = (cache_with(&a, &store), cache_with(&b, &store));
+    assert!(ca.token().await.is_err());
+    let e = cb.token().await.unwrap_err();
+    assert!(
+        matches!(e, Error::Throttled { retry_after } if retry_after > Duration::from_secs(50)),
+        "{e:?}"
+    );
+    assert_eq!(
+        b.calls.load(Ordering::SeqCst),
+        0,
+        "the other process held too"
+    );
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(cb.token().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_a_waiting_process_waits_as_long_as_a_slow_lock_holder_may_take() {
+    // The identity provider takes 12 s (well past the old 3 s peer wait): the waiting process
+    // takes the holder's token instead of fetching its own.
+    let store = MemoryStore::new();
+    let a = Scripted {
+        prefix: "a",
+        latency: Duration::from_secs(12),
+        ..Default::default()
+    };
+    let b = Scripted {
+        prefix: "b",
+        ..Default::default()
+    };
+    let (ca, cb) = (cache_with(&a, &store), cache_with(&b, &store));
+    let first = tokio::spawn(async move { ca.token().await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let t = cb.token().await.unwrap();
+    assert_eq!(t.secret(), "a-token-1");
+    assert_eq!(b.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(first.await.unwrap().unwrap().secret(), "a-token-1");
+}

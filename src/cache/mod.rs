@@ -5,9 +5,17 @@
 //! - **Refresh ahead** (T2, T3): past the refresh point (the server's `refresh_in`, else half the
 //!   lifetime, minus a small random jitter) the caller still gets the cached token at once and
 //!   exactly one background task per key fetches a new one.
-//! - **Outage** (T5): a failed refresh keeps the old token in service until
-//!   `expires_at - skew` and is retried with back-off (≥ 5 s, ×2, ≤ 60 s) or after the server's
-//!   `Retry-After`, one attempt in flight.
+//! - **Outage** (T5, R9): a failed refresh keeps the old token in service until
+//!   `expires_at - skew` and is retried after max(`Retry-After`, back-off) — back-off ≥ 5 s, ×2,
+//!   ≤ 60 s, each attempt early enough to refresh before the token stops being served — one
+//!   attempt in flight. The crate's one wait policy (`retry::policy`) decides every wait.
+//! - **Cold key** (T13): while a key has nothing to serve, every caller fails, so its back-off is
+//!   capped low — 5, 10, 10, … s ([`TokenCacheBuilder::cold_backoff_cap`], default 10 s): the
+//!   first request after an outage ends comes within 10 s. The price is up to one request per
+//!   10 s to an identity provider that is down; raise the cap to spare it.
+//! - **Self-healing** (T9, T11): a fetch that errs, panics, hangs past the fetch timeout
+//!   (default 30 s) or is cancelled clears its single-flight slot (a drop guard) and is backed
+//!   off; background refreshes hold a weak handle and stop when the cache is dropped.
 //! - **Cold start** (T4): concurrent callers with nothing cached share one request.
 //! - **Throttle gate** (T6): after a failure no request for that key is sent until the back-off
 //!   or `Retry-After` has passed; a caller without a usable token gets the failure at once
@@ -19,30 +27,38 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
+mod builder;
 #[cfg(any(feature = "file-store", feature = "redis"))]
 pub(crate) mod codec;
+mod fetch;
 #[cfg(feature = "file-store")]
 pub(crate) mod file;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 pub(crate) mod store;
+mod tier;
 
-use store::{stable_hash, unix_ms, StoreLock, StoredToken, TokenStore};
+use builder::Config;
+pub use builder::TokenCacheBuilder;
+use tier::WallClock;
+
+use store::{stable_hash, TokenStore};
 
 use crate::retry::throttle::ThrottleGate;
 use crate::retry::Backoff;
-use crate::{AccessToken, CredentialIdentity, Error, TokenCredential, TokenRequest, TokenResponse};
+use crate::{AccessToken, CredentialIdentity, Error, TokenCredential};
 
-/// The longest token lifetime accepted (T1).
-pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How many distinct claims sets a cache keeps (X3).
 const MAX_CLAIMS_ENTRIES: usize = 64;
+/// How far in the future a stored entry's issue time may lie before it is distrusted (S4):
+/// clock skew between the machines sharing a store.
+const MAX_STORE_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// A cheap-to-clone handle to cached tokens for one credential and one fixed set of scopes.
 ///
@@ -67,58 +83,14 @@ struct Inner {
     config: Config,
     default_entry: Arc<Entry>,
     claims_entries: Mutex<HashMap<Arc<str>, Arc<Entry>>>,
+    /// Holds of this cache's keys: an entry's back-off under its own key, an identity
+    /// provider's `Retry-After` under `throttle_key` (T12).
     gate: ThrottleGate,
+    /// The gate key of the identity (authority, client, scopes), whatever the claims.
+    throttle_key: u64,
     counters: Counters,
     store: Option<Arc<dyn TokenStore>>,
     clock: WallClock,
-}
-
-/// Wall-clock time derived from the monotonic clock: the wall time when the cache was built
-/// plus monotonic time since. Stored entries need wall time (other processes read them); deriving
-/// it this way keeps it consistent with the cache's `Instant`s (and with paused-time tests), and
-/// a wall-clock step during the run cannot make a token look fresher or older than it is.
-#[derive(Debug)]
-struct WallClock {
-    wall: u64,
-    mono: Instant,
-}
-
-impl WallClock {
-    fn new() -> Self {
-        WallClock {
-            wall: unix_ms(SystemTime::now()),
-            mono: Instant::now(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.wall.saturating_add(ms(self.mono.elapsed()))
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Config {
-    skew: Duration,
-    refresh_ratio: f64,
-    max_jitter: Duration,
-    backoff: Backoff,
-    store_timeout: Duration,
-    store_lock_ttl: Duration,
-    store_peer_wait: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            skew: Duration::from_secs(30),
-            refresh_ratio: 0.5,
-            max_jitter: Duration::from_secs(60),
-            backoff: Backoff::default(),
-            store_timeout: Duration::from_millis(250),
-            store_lock_ttl: Duration::from_secs(30),
-            store_peer_wait: Duration::from_secs(3),
-        }
-    }
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, Error>>>;
@@ -129,9 +101,13 @@ struct Entry {
     store_key: String,
     current: ArcSwapOption<Cached>,
     refreshing: AtomicBool,
-    inflight: Mutex<Option<SharedFetch>>,
+    inflight: Mutex<Option<(u64, SharedFetch)>>,
+    /// Numbers the fetches, so a fetch's guard clears only its own slot.
+    generation: AtomicU64,
     failures: AtomicU32,
     last_error: Mutex<Option<Error>>,
+    /// A hash of the last token the resource rejected (A3): never taken from the store again.
+    rejected: AtomicU64,
 }
 
 struct Cached {
@@ -155,8 +131,10 @@ impl Entry {
             current: ArcSwapOption::empty(),
             refreshing: AtomicBool::new(false),
             inflight: Mutex::new(None),
+            generation: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             last_error: Mutex::new(None),
+            rejected: AtomicU64::new(0),
         }
     }
 
@@ -170,6 +148,29 @@ impl Entry {
 
     fn fresh(&self, now: Instant) -> Option<AccessToken> {
         self.usable(now).filter(|t| now < t.refresh_at())
+    }
+
+    /// How long the cached token is still served, if it is.
+    fn serving_for(&self, now: Instant) -> Option<Duration> {
+        let cached = self.current.load();
+        cached
+            .as_deref()
+            .filter(|c| now < c.usable_until)
+            .map(|c| c.usable_until - now)
+    }
+
+    /// Drops the cached token if it is `token` (by value); `true` if it did.
+    fn drop_if(&self, token: &AccessToken) -> bool {
+        let current = self.current.load();
+        if current
+            .as_deref()
+            .is_some_and(|c| c.token.secret() == token.secret())
+        {
+            self.current.store(None);
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -244,10 +245,14 @@ impl TokenCache {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        let config = Config::default();
         TokenCacheBuilder {
             credential: Arc::new(credential),
             scopes: scopes.into_iter().map(Into::into).collect(),
-            config: Config::default(),
+            backoff: config.wait.backoff().clone(),
+            max_server_wait: config.wait.max_server_wait(),
+            cold_cap: config.wait.cold_cap(),
+            config,
             store: None,
         }
     }
@@ -263,6 +268,12 @@ impl TokenCache {
         identity.hash(&mut h);
         scopes.hash(&mut h);
         let base_key = h.finish();
+        let throttle_key = {
+            let mut h = std::hash::DefaultHasher::new();
+            base_key.hash(&mut h);
+            "identity-throttle".hash(&mut h);
+            h.finish()
+        };
         let store_key = format!(
             "resilient-auth:v1:{}:{}:{}:{}:{}",
             identity.kind,
@@ -280,6 +291,7 @@ impl TokenCache {
                 default_entry: Arc::new(Entry::new(None, base_key, &store_key)),
                 claims_entries: Mutex::new(HashMap::new()),
                 gate: ThrottleGate::default(),
+                throttle_key,
                 counters: Counters::default(),
                 store,
                 clock: WallClock::new(),
@@ -334,18 +346,41 @@ impl TokenCache {
         Some(token)
     }
 
-    /// Drops `token` from the cache if it is still the cached one (after the resource rejected
-    /// it with `invalid_token`), so the next call fetches a new one.
+    /// Drops `token` everywhere after the resource rejected it with `invalid_token` (rule A3):
+    /// from memory wherever this cache holds it (compared by value), and from the store, so
+    /// neither this process nor a replica serves it again. The next call fetches a new one.
     pub fn invalidate(&self, token: &AccessToken) {
-        let entry = &self.inner.default_entry;
-        let current = entry.current.load();
-        if current.as_deref().is_some_and(|c| c.token.same_as(token)) {
+        let inner = &self.inner;
+        let mut entries = vec![inner.default_entry.clone()];
+        entries.extend(lock(&inner.claims_entries).values().cloned());
+        let digest = stable_hash(token.secret().as_bytes());
+        let mut dropped = false;
+        for entry in &entries {
+            entry.rejected.store(digest, Ordering::Relaxed);
+            dropped |= entry.drop_if(token);
+        }
+        if dropped {
             tracing::info!(
-                source = self.inner.identity.kind,
+                source = inner.identity.kind,
                 "token rejected by the resource; dropped from the cache"
             );
-            entry.current.store(None);
         }
+        let (Some(store), Ok(rt)) = (&inner.store, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let store = store.clone();
+        let this = Arc::downgrade(&self.inner);
+        rt.spawn(async move {
+            let Some(inner) = this.upgrade() else { return };
+            let cache = TokenCache { inner };
+            for entry in entries {
+                let key = entry.store_key.as_str();
+                let stored = cache.store_op("load", store.load(key)).await.flatten();
+                if stored.is_some_and(|s| stable_hash(s.access_token.as_bytes()) == digest) {
+                    cache.store_op("remove", store.remove(key)).await;
+                }
+            }
+        });
     }
 
     /// The counters.
@@ -376,7 +411,7 @@ impl TokenCache {
 
     /// The back-off between failed identity-provider requests.
     pub fn backoff(&self) -> &Backoff {
-        &self.inner.config.backoff
+        self.inner.config.wait.backoff()
     }
 
     /// The second-level store's retention of refresh-token entries, if it has a persistent one.
@@ -424,7 +459,7 @@ impl TokenCache {
         if self.inner.scopes.is_empty() {
             return Err(Error::config("a token cache needs at least one scope"));
         }
-        while let Some(until) = self.inner.gate.held_until(entry.gate_key) {
+        while let Some(until) = self.held_until(entry) {
             if deadline.is_some_and(|d| until <= d) {
                 tokio::time::sleep_until(until).await;
                 continue;
@@ -442,352 +477,11 @@ impl TokenCache {
         self.single_flight(entry, Entry::usable).await
     }
 
-    /// Joins the entry's fetch in flight, or starts one. `accept` says whether a token already
-    /// cached makes the fetch unnecessary (usable for callers, fresh for the refresher).
-    async fn single_flight(
-        &self,
-        entry: &Arc<Entry>,
-        accept: fn(&Entry, Instant) -> Option<AccessToken>,
-    ) -> Result<AccessToken, Error> {
-        let fut = {
-            let mut slot = lock(&entry.inflight);
-            if let Some(token) = accept(entry, Instant::now()) {
-                return Ok(token);
-            }
-            match &*slot {
-                Some(f) => f.clone(),
-                None => {
-                    let this = self.clone();
-                    let e = entry.clone();
-                    let fetch = async move { this.fetch(&e, accept).await };
-                    // On a Tokio runtime the fetch is its own task, so it completes (and fills
-                    // the cache) even if every caller waiting on it goes away.
-                    let f = match tokio::runtime::Handle::try_current() {
-                        Ok(rt) => {
-                            let handle = rt.spawn(fetch);
-                            async move {
-                                handle.await.unwrap_or_else(|join| {
-                                    Err(Error::unavailable("token fetch task", join))
-                                })
-                            }
-                            .boxed()
-                        }
-                        Err(_) => fetch.boxed(),
-                    }
-                    .shared();
-                    *slot = Some(f.clone());
-                    f
-                }
-            }
-        };
-        fut.await
-    }
-
-    /// Gets a token for the entry: from the store (if any), else with one request to the
-    /// identity provider; clears the entry's in-flight slot.
-    async fn fetch(
-        &self,
-        entry: &Entry,
-        accept: fn(&Entry, Instant) -> Option<AccessToken>,
-    ) -> Result<AccessToken, Error> {
-        let result = match &self.inner.store {
-            Some(store) => self.fetch_via_store(store.as_ref(), entry, accept).await,
-            None => self.fetch_from_idp(entry).await.map(|(t, _)| t),
-        };
-        *lock(&entry.inflight) = None;
-        result
-    }
-
-    /// One request to the identity provider; stores the token in memory or sets the gate.
-    async fn fetch_from_idp(&self, entry: &Entry) -> Result<(AccessToken, StoredToken), Error> {
-        let inner = &self.inner;
-        let mut request = TokenRequest::new(inner.scopes.iter().cloned());
-        request.claims = entry.claims.clone();
-        bump(&inner.counters.idp_requests);
-        let start = Instant::now();
-        let result = inner
-            .credential
-            .get_token(&request)
-            .await
-            .and_then(|resp| self.make_token(resp, start));
-        match result {
-            Ok((cached, stored)) => {
-                let token = cached.token.clone();
-                entry.current.store(Some(Arc::new(cached)));
-                entry.failures.store(0, Ordering::Relaxed);
-                *lock(&entry.last_error) = None;
-                tracing::info!(
-                    source = inner.identity.kind,
-                    lifetime_s = token
-                        .expires_at()
-                        .saturating_duration_since(start)
-                        .as_secs(),
-                    refresh_in_s = token
-                        .refresh_at()
-                        .saturating_duration_since(start)
-                        .as_secs(),
-                    claims = entry.claims.is_some(),
-                    "token fetched"
-                );
-                Ok((token, stored))
-            }
-            Err(e) => {
-                self.on_failure(entry, &e);
-                Err(e)
-            }
-        }
-    }
-
-    /// The store-backed fetch: the store's entry if it will do; else take the store lock and
-    /// fetch (one process fetches, the others wait briefly for its entry); a store that fails
-    /// or is slow never fails the call — the cache falls back to fetching directly (S3).
-    async fn fetch_via_store(
-        &self,
-        store: &dyn TokenStore,
-        entry: &Entry,
-        accept: fn(&Entry, Instant) -> Option<AccessToken>,
-    ) -> Result<AccessToken, Error> {
-        let cfg = &self.inner.config;
-        let key = entry.store_key.as_str();
-        if let Some(t) = self.load_from_store(store, entry, accept).await {
-            return Ok(t);
-        }
-        match self
-            .store_op("lock", store.lock(key, cfg.store_lock_ttl))
-            .await
-        {
-            Some(Some(held)) => {
-                let result = match self.load_from_store(store, entry, accept).await {
-                    Some(t) => Ok(t),
-                    None => self.fetch_and_save(store, entry).await,
-                };
-                self.release(store, &held).await;
-                result
-            }
-            Some(None) => {
-                // Another process is fetching: wait briefly for its entry.
-                let until = Instant::now() + cfg.store_peer_wait;
-                while Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    if let Some(t) = self.load_from_store(store, entry, accept).await {
-                        return Ok(t);
-                    }
-                }
-                tracing::warn!(
-                    key,
-                    "store lock holder produced no token in time; fetching directly"
-                );
-                self.fetch_and_save(store, entry).await
-            }
-            None => self.fetch_and_save(store, entry).await,
-        }
-    }
-
-    async fn fetch_and_save(
-        &self,
-        store: &dyn TokenStore,
-        entry: &Entry,
-    ) -> Result<AccessToken, Error> {
-        let (token, stored) = self.fetch_from_idp(entry).await?;
-        self.store_op("save", store.save(&entry.store_key, &stored))
-            .await;
-        Ok(token)
-    }
-
-    async fn release(&self, store: &dyn TokenStore, held: &StoreLock) {
-        self.store_op("unlock", store.unlock(held)).await;
-    }
-
-    /// The store's entry as a cached token, if it is readable and `accept` takes it.
-    async fn load_from_store(
-        &self,
-        store: &dyn TokenStore,
-        entry: &Entry,
-        accept: fn(&Entry, Instant) -> Option<AccessToken>,
-    ) -> Option<AccessToken> {
-        let stored = self
-            .store_op("load", store.load(&entry.store_key))
-            .await??;
-        let cached = match self.cached_from_stored(&stored) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "unusable store entry ignored");
-                return None;
-            }
-        };
-        let now = Instant::now();
-        if now >= cached.usable_until {
-            return None;
-        }
-        let previous = entry.current.swap(Some(Arc::new(cached)));
-        match accept(entry, now) {
-            Some(t) => {
-                bump(&self.inner.counters.store_hits);
-                tracing::debug!(
-                    source = self.inner.identity.kind,
-                    "token taken from the store"
-                );
-                Some(t)
-            }
-            None => {
-                entry.current.store(previous);
-                None
-            }
-        }
-    }
-
-    /// Runs one store operation with the store timeout; `None` (logged, counted) if it failed.
-    async fn store_op<T>(
-        &self,
-        what: &'static str,
-        op: BoxFuture<'_, Result<T, Error>>,
-    ) -> Option<T> {
-        match tokio::time::timeout(self.inner.config.store_timeout, op).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                bump(&self.inner.counters.store_errors);
-                tracing::warn!(op = what, error = %e, "token store failed; carrying on without it");
-                None
-            }
-            Err(_) => {
-                bump(&self.inner.counters.store_errors);
-                tracing::warn!(
-                    op = what,
-                    timeout_ms = self.inner.config.store_timeout.as_millis() as u64,
-                    "token store timed out; carrying on without it"
-                );
-                None
-            }
-        }
-    }
-
-    /// A stored token as a cached one (wall clock to monotonic clock).
-    fn cached_from_stored(&self, stored: &StoredToken) -> Result<Cached, Error> {
-        let now_ms = self.inner.clock.now_ms();
-        let now = Instant::now();
-        let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(now_ms));
-        let lifetime =
-            Duration::from_millis(stored.expires_on_ms.saturating_sub(stored.issued_on_ms));
-        if lifetime.is_zero() || lifetime > MAX_LIFETIME {
-            return Err(Error::invalid_response(
-                "stored token has an absurd lifetime",
-            ));
-        }
-        let expires_at = at(stored.expires_on_ms);
-        let token = AccessToken::new(
-            stored.access_token.clone(),
-            expires_at,
-            at(stored.refresh_on_ms),
-        )?;
-        Ok(Cached {
-            token,
-            usable_until: expires_at - self.inner.config.skew.min(lifetime / 4),
-        })
-    }
-
-    fn on_failure(&self, entry: &Entry, error: &Error) {
-        let inner = &self.inner;
-        bump(&inner.counters.refresh_failures);
-        let n = entry.failures.fetch_add(1, Ordering::Relaxed);
-        let wait = match error.retry_after() {
-            Some(ra) => ra,
-            None => inner.config.backoff.delay(n),
-        };
-        inner.gate.hold(entry.gate_key, Instant::now() + wait);
-        *lock(&entry.last_error) = Some(error.clone());
-        tracing::warn!(
-            source = inner.identity.kind,
-            error = %error,
-            failures = n + 1,
-            next_attempt_in_ms = wait.as_millis() as u64,
-            "token request failed"
-        );
-    }
-
-    fn make_token(
-        &self,
-        resp: TokenResponse,
-        start: Instant,
-    ) -> Result<(Cached, StoredToken), Error> {
-        let lifetime = resp.expires_in;
-        if lifetime.is_zero() || lifetime > MAX_LIFETIME {
-            return Err(Error::invalid_response(format!(
-                "token lifetime {lifetime:?} is outside (0, 7 days]"
-            )));
-        }
-        let cfg = &self.inner.config;
-        let expires_at = start + lifetime;
-        let refresh_after = match resp.refresh_in {
-            Some(r) if !r.is_zero() && r < lifetime => r,
-            _ => lifetime.mul_f64(cfg.refresh_ratio),
-        };
-        let jitter_cap = cfg.max_jitter.min(lifetime / 20);
-        let jitter = jitter_cap.mul_f64(fastrand::f64());
-        let refresh_after = refresh_after.saturating_sub(jitter);
-        let usable_until = expires_at - cfg.skew.min(lifetime / 4);
-        let issued_ms = self
-            .inner
-            .clock
-            .now_ms()
-            .saturating_sub(ms(start.elapsed()));
-        let stored = StoredToken {
-            access_token: resp.access_token.clone(),
-            issued_on_ms: issued_ms,
-            refresh_on_ms: issued_ms.saturating_add(ms(refresh_after)),
-            expires_on_ms: issued_ms.saturating_add(ms(lifetime)),
-            refresh_token: resp.refresh_token.clone(),
-        };
-        let token = AccessToken::new(resp.access_token, expires_at, start + refresh_after)?;
-        Ok((
-            Cached {
-                token,
-                usable_until,
-            },
-            stored,
-        ))
-    }
-
-    fn spawn_refresh(&self, entry: Arc<Entry>) {
-        if entry
-            .refreshing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            // Not on a Tokio runtime: no background task; the token is refreshed by the first
-            // async `token()` call once it is no longer usable.
-            entry.refreshing.store(false, Ordering::Release);
-            return;
-        };
-        bump(&self.inner.counters.refreshes);
-        let this = self.clone();
-        rt.spawn(async move {
-            this.refresh_loop(&entry).await;
-            entry.refreshing.store(false, Ordering::Release);
-        });
-    }
-
-    /// Refreshes until it succeeds, someone else refreshed, or the old token is no longer
-    /// usable (then callers take the cold path).
-    async fn refresh_loop(&self, entry: &Arc<Entry>) {
-        loop {
-            if let Some(until) = self.inner.gate.held_until(entry.gate_key) {
-                tokio::time::sleep_until(until).await;
-            }
-            let now = Instant::now();
-            if entry.usable(now).is_none() || entry.fresh(now).is_some() {
-                return;
-            }
-            tracing::debug!(
-                source = self.inner.identity.kind,
-                "refreshing token ahead of expiry"
-            );
-            if self.single_flight(entry, Entry::fresh).await.is_ok() {
-                return;
-            }
-        }
+    /// Until when requests for `entry` are held: its own back-off, or the identity's throttle.
+    fn held_until(&self, entry: &Entry) -> Option<Instant> {
+        let gate = &self.inner.gate;
+        gate.held_until(entry.gate_key)
+            .max(gate.held_until(self.inner.throttle_key))
     }
 }
 
@@ -798,118 +492,5 @@ impl fmt::Debug for TokenCache {
             .field("scopes", &self.inner.scopes)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
-    }
-}
-
-/// Builds a [`TokenCache`] with non-default settings.
-pub struct TokenCacheBuilder {
-    credential: Arc<dyn TokenCredential>,
-    scopes: Arc<[String]>,
-    config: Config,
-    store: Option<Arc<dyn TokenStore>>,
-}
-
-impl fmt::Debug for TokenCacheBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenCacheBuilder")
-            .field("credential", &self.credential)
-            .field("scopes", &self.scopes)
-            .field("config", &self.config)
-            .field("store", &self.store)
-            .finish()
-    }
-}
-
-impl TokenCacheBuilder {
-    /// A second-level store behind the in-memory cache (rule S1): read memory first, then the
-    /// store, then the credential — holding the store's lock, so that processes sharing the
-    /// store make one identity-provider request per token. A failing or slow store never fails
-    /// a call.
-    #[must_use]
-    pub fn store(mut self, store: impl TokenStore) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// The longest a single store operation may take before the cache carries on without it
-    /// (default 250 ms).
-    #[must_use]
-    pub fn store_timeout(mut self, timeout: Duration) -> Self {
-        self.config.store_timeout = timeout;
-        self
-    }
-
-    /// How long the store lock is held at most (default 30 s; it is released as soon as the
-    /// fetch ends).
-    #[must_use]
-    pub fn store_lock_ttl(mut self, ttl: Duration) -> Self {
-        self.config.store_lock_ttl = ttl;
-        self
-    }
-
-    /// How long to wait for another process's fetch before fetching directly (default 3 s).
-    #[must_use]
-    pub fn store_peer_wait(mut self, wait: Duration) -> Self {
-        self.config.store_peer_wait = wait;
-        self
-    }
-
-    /// A token stops being served this long before it expires (default 30 s; at most a
-    /// quarter of a token's lifetime is taken).
-    #[must_use]
-    pub fn skew(mut self, skew: Duration) -> Self {
-        self.config.skew = skew;
-        self
-    }
-
-    /// Where in its lifetime a token is refreshed when the server gives no `refresh_in`
-    /// (default 0.5: MSAL does this only for tokens of 2 h or more; half a lifetime of outage
-    /// margin is worth one more request per token).
-    #[must_use]
-    pub fn refresh_ratio(mut self, ratio: f64) -> Self {
-        self.config.refresh_ratio = ratio;
-        self
-    }
-
-    /// The most the refresh point is moved earlier at random, to spread replicas (default
-    /// 60 s, and never more than 5 % of the lifetime).
-    #[must_use]
-    pub fn max_refresh_jitter(mut self, jitter: Duration) -> Self {
-        self.config.max_jitter = jitter;
-        self
-    }
-
-    /// The back-off between failed identity-provider requests (default 5 s, ×2, cap 60 s).
-    #[must_use]
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.config.backoff = backoff;
-        self
-    }
-
-    /// Validates the settings.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for no scopes, or a refresh ratio outside (0, 1].
-    pub fn build(self) -> Result<TokenCache, Error> {
-        if self.scopes.is_empty() || self.scopes.iter().any(|s| s.trim().is_empty()) {
-            return Err(Error::config(
-                "a token cache needs at least one non-empty scope",
-            ));
-        }
-        let r = self.config.refresh_ratio;
-        if !(r > 0.0 && r <= 1.0) {
-            return Err(Error::config(format!(
-                "refresh ratio must be within (0, 1], got {r}"
-            )));
-        }
-        if self.config.store_timeout.is_zero() || self.config.store_lock_ttl.is_zero() {
-            return Err(Error::config("store timeout and lock ttl must be > 0"));
-        }
-        Ok(TokenCache::build_with(
-            self.credential,
-            self.scopes,
-            self.config,
-            self.store,
-        ))
     }
 }

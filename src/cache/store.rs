@@ -122,6 +122,72 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     fn persistent_retention(&self) -> Option<Duration> {
         None
     }
+
+    /// Records that no process should ask the identity provider for `key`'s token before
+    /// `hold.until_ms` (rule S4: a `Retry-After` or back-off seen by one process holds the
+    /// others). The default keeps it as a marker entry under `{key}:hold` through
+    /// [`save`](Self::save), so every store shares holds without extra code.
+    fn save_hold<'a>(&'a self, key: &'a str, hold: StoreHold) -> BoxFuture<'a, Result<(), Error>> {
+        async move {
+            let marker = StoredToken::new(
+                String::new(),
+                hold.since_ms,
+                if hold.server_directed {
+                    hold.until_ms
+                } else {
+                    hold.since_ms
+                },
+                hold.until_ms,
+            );
+            self.save(&hold_key(key), &marker).await
+        }
+        .boxed()
+    }
+
+    /// The hold recorded for `key` by [`save_hold`](Self::save_hold), if any.
+    fn load_hold<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<StoreHold>, Error>> {
+        async move {
+            Ok(self
+                .load(&hold_key(key))
+                .await?
+                .filter(|m| m.access_token.is_empty())
+                .map(|m| StoreHold {
+                    since_ms: m.issued_on_ms,
+                    until_ms: m.expires_on_ms,
+                    server_directed: m.refresh_on_ms == m.expires_on_ms
+                        && m.expires_on_ms != m.issued_on_ms,
+                }))
+        }
+        .boxed()
+    }
+}
+
+/// A shared hold on identity-provider requests for one key (rule S4), in wall-clock
+/// milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreHold {
+    /// When the failure that set it happened.
+    pub since_ms: u64,
+    /// Until when no request should be sent.
+    pub until_ms: u64,
+    /// The identity provider asked for the wait (`Retry-After`), rather than a back-off.
+    pub server_directed: bool,
+}
+
+impl StoreHold {
+    /// A hold from `since_ms` until `until_ms`.
+    pub fn new(since_ms: u64, until_ms: u64, server_directed: bool) -> Self {
+        StoreHold {
+            since_ms,
+            until_ms,
+            server_directed,
+        }
+    }
+}
+
+fn hold_key(key: &str) -> String {
+    format!("{key}:hold")
 }
 
 impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
@@ -150,6 +216,12 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     fn persistent_retention(&self) -> Option<Duration> {
         (**self).persistent_retention()
+    }
+    fn save_hold<'a>(&'a self, key: &'a str, hold: StoreHold) -> BoxFuture<'a, Result<(), Error>> {
+        (**self).save_hold(key, hold)
+    }
+    fn load_hold<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<StoreHold>, Error>> {
+        (**self).load_hold(key)
     }
 }
 

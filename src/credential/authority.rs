@@ -6,11 +6,14 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use reqwest::Url;
 
 use super::http::check_url;
+use crate::retry::policy::{later, Failure, WaitPolicy};
 use crate::Error;
+use tokio::time::Instant;
 
 /// The host that issues tokens, e.g. `https://login.microsoftonline.com`.
 ///
@@ -211,11 +214,20 @@ pub(crate) fn check_tenant(tenant: &str) -> Result<(), Error> {
 }
 
 /// Where a credential posts its token requests: a global URL and, if a region is configured, a
-/// regional URL tried first.
+/// regional URL tried first — unless it failed recently (rule R9: a failing region is
+/// remembered and tried again only after the wait policy's back-off, ≥ 5 s, ×2).
 #[derive(Debug, Clone)]
 pub(crate) struct TokenEndpoint {
     pub(crate) global: Url,
     pub(crate) regional: Option<Url>,
+    regional_down: Arc<Mutex<RegionalDown>>,
+}
+
+/// Consecutive failures of the regional endpoint, and until when it is skipped.
+#[derive(Debug, Default)]
+struct RegionalDown {
+    failures: u32,
+    until: Option<Instant>,
 }
 
 impl TokenEndpoint {
@@ -247,7 +259,11 @@ impl TokenEndpoint {
             Some(region) => Some(authority.regional(region)?.token_url(tenant)?),
             None => None,
         };
-        Ok(TokenEndpoint { global, regional })
+        Ok(TokenEndpoint {
+            global,
+            regional,
+            regional_down: Arc::default(),
+        })
     }
 
     /// The origin (`scheme://host[:port]`) the tokens come from, for the credential's identity.
@@ -264,14 +280,37 @@ impl TokenEndpoint {
         Fut: Future<Output = Result<T, Error>>,
     {
         if let Some(regional) = &self.regional {
-            match attempt(regional).await {
-                Err(e) if falls_back(&e) => {
-                    tracing::debug!(error = %e, "regional token endpoint failed, trying the global one");
+            let skip_until = self.down().until.filter(|t| *t > Instant::now());
+            if skip_until.is_none() {
+                match attempt(regional).await {
+                    Err(e) if falls_back(&e) => {
+                        let mut down = self.down();
+                        let wait =
+                            WaitPolicy::default().target_wait(Failure::Transient, down.failures);
+                        down.failures = down.failures.saturating_add(1);
+                        down.until = Some(later(Instant::now(), wait));
+                        tracing::debug!(
+                            error = %e,
+                            skip_ms = wait.as_millis() as u64,
+                            "regional token endpoint failed, trying the global one"
+                        );
+                    }
+                    other => {
+                        *self.down() = RegionalDown::default();
+                        return other;
+                    }
                 }
-                other => return other,
             }
         }
         attempt(&self.global).await
+    }
+}
+
+impl TokenEndpoint {
+    fn down(&self) -> std::sync::MutexGuard<'_, RegionalDown> {
+        self.regional_down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -399,10 +438,6 @@ mod tests {
 
     #[tokio::test]
     async fn c6_regional_falls_back_to_global_on_5xx_and_transport_errors_only() {
-        let ep = TokenEndpoint {
-            global: Url::parse("https://global.example/t").unwrap(),
-            regional: Some(Url::parse("https://regional.example/t").unwrap()),
-        };
         let failures: [(Error, bool); 5] = [
             (
                 Error::Unavailable {
@@ -434,6 +469,7 @@ mod tests {
             (Error::invalid_response("x"), false),
         ];
         for (failure, expect_fallback) in failures {
+            let ep = endpoint();
             let mut failure = Some(failure);
             let mut calls = Vec::new();
             let out = ep
@@ -454,5 +490,73 @@ mod tests {
                 assert_eq!(calls, ["regional.example"]);
             }
         }
+    }
+
+    fn endpoint() -> TokenEndpoint {
+        TokenEndpoint {
+            global: Url::parse("https://global.example/t").unwrap(),
+            regional: Some(Url::parse("https://regional.example/t").unwrap()),
+            regional_down: Arc::default(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn r9_a_failing_region_is_remembered_and_retried_after_the_backoff() {
+        let ep = endpoint();
+        let log = Mutex::new(Vec::new());
+        let calls = &log;
+        let ep = &ep;
+        let call = |regional_ok: bool| {
+            ep.call(move |url| {
+                let host = url.host_str().unwrap_or_default().to_owned();
+                let fail = host == "regional.example" && !regional_ok;
+                calls.lock().unwrap().push((host, Instant::now()));
+                async move {
+                    if fail {
+                        Err(Error::Timeout {
+                            after: std::time::Duration::from_secs(1),
+                        })
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+        };
+        let start = Instant::now();
+        call(false).await.unwrap();
+        // Within the 5 s back-off the region is skipped: global only.
+        tokio::time::advance(std::time::Duration::from_millis(4900)).await;
+        call(false).await.unwrap();
+        // Past it (5 s plus at most 20 % jitter), the region is tried again; it fails again:
+        // now skipped for 10 s (plus jitter).
+        tokio::time::advance(std::time::Duration::from_millis(1200)).await;
+        call(false).await.unwrap();
+        tokio::time::advance(std::time::Duration::from_millis(9_800)).await;
+        call(true).await.unwrap();
+        tokio::time::advance(std::time::Duration::from_millis(2_300)).await;
+        call(true).await.unwrap();
+        let hosts: Vec<_> = calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, t)| {
+                (
+                    h.split('.').next().unwrap_or("").to_owned(),
+                    (*t - start).as_millis(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("regional".to_owned(), 0),
+                ("global".to_owned(), 0),
+                ("global".to_owned(), 4900),
+                ("regional".to_owned(), 6100),
+                ("global".to_owned(), 6100),
+                ("global".to_owned(), 15900),
+                ("regional".to_owned(), 18200),
+            ]
+        );
     }
 }

@@ -5,7 +5,6 @@
 //! A credential makes exactly one attempt per `get_token` call: retries, back-off and the
 //! throttle gate belong to the token cache.
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -73,14 +72,7 @@ pub(crate) fn check_url(url: &Url, what: &str) -> Result<(), Error> {
 
 /// `true` for 127.0.0.0/8, `::1` and `localhost`.
 pub(crate) fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
+    url.host_str().is_some_and(crate::origin::is_loopback_host)
 }
 
 /// Sends `request` once, with `timeout` covering the whole exchange (connect, headers and

@@ -1,10 +1,9 @@
-//! [`AuthLayer`]: attach a cached bearer token; one resend on a 401 challenge (rules A1, A2, X2).
+//! [`AuthLayer`]: attach a cached bearer token to the origins it is for; one resend on a 401
+//! challenge (rules A1, A2, X2, X5).
 
 use std::fmt;
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -16,20 +15,30 @@ use tower_service::Service;
 use super::body::{try_clone_request, TryCloneBody};
 use super::challenge::{challenge, Challenge};
 use super::retry::TowerTransport;
+use crate::origin::{Decision, Origin, TokenOrigins};
 use crate::retry::classify::Deadline;
 use crate::retry::driver::Transport;
 use crate::{AccessToken, BoxError, Error, TokenCache};
 
-/// Attaches `Authorization: Bearer …` from a [`TokenCache`] to the requests that pass through.
+/// Attaches `Authorization: Bearer …` from a [`TokenCache`] to the requests that pass through,
+/// for the origins the token is for.
 ///
 /// - The header value was built once per token and is marked sensitive; with a usable cached
 ///   token, attaching it costs a reference-count increment.
 /// - A request that already has an `Authorization` header is left alone.
-/// - Tokens go only over HTTPS, or plain http to a loopback host (X2); a request to any other
-///   plain-http URL fails with [`Error::Config`] rather than leak the token.
-/// - [`allow_origins`](Self::allow_origins) restricts the token to named origins: requests to
-///   other origins are sent without it. Without a restriction every origin gets the token (the
-///   resilience report flags that).
+/// - The token goes only to the origins it is for (rule X5), decided once when the layer is
+///   built: the origins given to [`allow_origins`](Self::allow_origins); without them, the
+///   hosts the cache's scopes name (the scope's own https host, and for well-known Azure
+///   resources their service hosts: `https://vault.azure.net/.default` →
+///   `https://*.vault.azure.net`; see the table in [`crate::origin`]). A request to any
+///   other origin is sent without the token, whichever request it is: a redirect followed by a
+///   layer outside this one, a retry, a resend.
+/// - Scopes that name no host (`api://…`, an application id) and no `allow_origins`: every
+///   request fails with [`Error::Config`] naming the fix (and the resilience report fails
+///   the check). [`allow_any_origin`](Self::allow_any_origin) is the explicit opt-out.
+/// - Tokens go only over HTTPS, or plain http to a loopback host (X2); with
+///   `allow_any_origin`, a request to any other plain-http URL fails with [`Error::Config`]
+///   rather than leak the token.
 /// - A 401 with `WWW-Authenticate: Bearer error="invalid_token"` drops the cached token, fetches
 ///   a new one and resends once; `error="insufficient_claims", claims="…"` (CAE) fetches a token
 ///   with those claims and resends once. Never more than one resend; a request whose body cannot
@@ -39,72 +48,21 @@ use crate::{AccessToken, BoxError, Error, TokenCache};
 #[derive(Clone)]
 pub struct AuthLayer {
     tokens: TokenCache,
-    origins: Option<Arc<[Origin]>>,
+    origins: TokenOrigins,
     resend: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Origin {
-    scheme: String,
-    host: String,
-    port: u16,
-}
-
-impl Origin {
-    fn parse(text: &str) -> Result<Origin, Error> {
-        let uri: http::Uri = text
-            .parse()
-            .map_err(|_| Error::config(format!("not an origin: {text:?}")))?;
-        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
-            return Err(Error::config(format!(
-                "an origin needs a scheme and a host: {text:?}"
-            )));
-        };
-        let path_ok = uri
-            .path_and_query()
-            .is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
-        if !path_ok {
-            return Err(Error::config(format!("an origin has no path: {text:?}")));
-        }
-        Ok(Origin::new(scheme, host, uri.port_u16()))
-    }
-
-    /// Whether a request's scheme, host (without brackets) and port are this origin.
-    fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
-        self.port == port
-            && self.scheme.eq_ignore_ascii_case(scheme)
-            && self.host.eq_ignore_ascii_case(host)
-    }
-
-    fn new(scheme: &str, host: &str, port: Option<u16>) -> Origin {
-        let scheme = scheme.to_ascii_lowercase();
-        let port = port.unwrap_or(if scheme == "http" { 80 } else { 443 });
-        Origin {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_ascii_lowercase(),
-            scheme,
-            port,
-        }
-    }
-}
-
-/// What the layer does with one request.
-#[derive(Debug)]
-enum Target {
-    Attach,
-    Skip,
-    Refuse(Error),
-}
-
 impl AuthLayer {
-    /// Attaches tokens from `tokens` to every request (restrict with
-    /// [`allow_origins`](Self::allow_origins)).
+    /// Attaches tokens from `tokens` to requests to the origins its scopes name (rule X5):
+    /// `https://vault.azure.net/.default` sends the token to `https://*.vault.azure.net`,
+    /// `https://api.contoso.com/.default` to `https://api.contoso.com` only. Name the origins
+    /// with [`allow_origins`](Self::allow_origins) when they differ (and for scopes such as
+    /// `api://…` that name no host: without it, every request fails with [`Error::Config`]).
     pub fn new(tokens: TokenCache) -> Self {
+        let origins = TokenOrigins::from_scopes(tokens.scopes());
         AuthLayer {
             tokens,
-            origins: None,
+            origins,
             resend: true,
         }
     }
@@ -120,27 +78,38 @@ impl AuthLayer {
         self
     }
 
-    /// Sends the token only to these origins (`https://host[:port]`); other requests go out
-    /// without it.
+    /// Sends the token only to these origins, instead of the ones the scopes name; requests to
+    /// other origins go out without it. An origin is `https://host`, `https://host:port`,
+    /// `https://*.example.com` (every subdomain of `example.com`, at any depth, not
+    /// `example.com` itself), or plain `http://` to a loopback host (`http://127.0.0.1:8080`).
     ///
     /// # Errors
-    /// [`Error::Config`] if an entry is not an origin (scheme and host, no path).
+    /// [`Error::Config`] if an entry is not an origin (scheme and host, no path, no
+    /// credentials), is plain http to a host that is not loopback (rule X2), or the list is
+    /// empty.
     pub fn allow_origins<I, S>(mut self, origins: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let parsed = origins
-            .into_iter()
-            .map(|o| Origin::parse(o.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.origins = Some(parsed.into());
+        self.origins = TokenOrigins::allowed(origins)?;
         Ok(self)
     }
 
-    /// Whether the token is restricted to named origins.
+    /// Sends the token to every origin the client calls (https, or plain http to loopback):
+    /// the opt-out of rule X5. Any origin a request names gets the token, including one a
+    /// redirect follower outside this layer was sent to; the resilience report warns about it.
+    /// Prefer [`allow_origins`](Self::allow_origins).
+    #[must_use]
+    pub fn allow_any_origin(mut self) -> Self {
+        self.origins = TokenOrigins::Any;
+        self
+    }
+
+    /// Whether the token is restricted to named origins (given or derived from the scopes);
+    /// `false` only after [`allow_any_origin`](Self::allow_any_origin).
     pub fn is_restricted(&self) -> bool {
-        self.origins.is_some()
+        self.origins.is_restricted()
     }
 
     /// The token cache.
@@ -148,77 +117,23 @@ impl AuthLayer {
         &self.tokens
     }
 
-    /// Decides for one request without allocating (this runs on every request).
-    fn target(&self, scheme: &str, host: &str, port: Option<u16>, has_auth: bool) -> Target {
-        if has_auth {
-            return Target::Skip;
-        }
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let http = scheme.eq_ignore_ascii_case("http");
-        if let Some(allowed) = &self.origins {
-            let port = port.unwrap_or(if http { 80 } else { 443 });
-            if !allowed.iter().any(|o| o.matches(scheme, host, port)) {
-                return Target::Skip;
-            }
-        }
-        if scheme.eq_ignore_ascii_case("https") || (http && is_loopback(host)) {
-            return Target::Attach;
-        }
-        Target::Refuse(Error::config(format!(
-            "refusing to send a bearer token over {}:// to non-loopback host {}",
-            scheme.to_ascii_lowercase(),
-            host.to_ascii_lowercase()
-        )))
+    pub(crate) fn token_origins(&self) -> &TokenOrigins {
+        &self.origins
     }
 
+    #[cfg(feature = "reqwest")]
     pub(crate) fn resends(&self) -> bool {
         self.resend
     }
 
-    pub(crate) fn target_of_uri(&self, uri: &http::Uri, headers: &http::HeaderMap) -> TargetKind {
-        let host = uri.host().unwrap_or("");
-        let t = self.target(
-            uri.scheme_str().unwrap_or("http"),
-            host,
-            uri.port_u16(),
-            headers.contains_key(AUTHORIZATION),
-        );
-        TargetKind(t)
-    }
-
-    #[cfg(feature = "reqwest")]
-    pub(crate) fn target_of_url(
-        &self,
-        url: &reqwest::Url,
-        headers: &http::HeaderMap,
-    ) -> TargetKind {
-        TargetKind(self.target(
-            url.scheme(),
-            url.host_str().unwrap_or(""),
-            url.port(),
-            headers.contains_key(AUTHORIZATION),
-        ))
-    }
-}
-
-/// The layer's decision for one request (opaque outside the crate).
-#[derive(Debug)]
-pub(crate) struct TargetKind(Target);
-
-impl TargetKind {
-    /// `Ok(true)`: attach; `Ok(false)`: send as is; `Err`: refuse.
-    pub(crate) fn into_result(self) -> Result<bool, Error> {
-        match self.0 {
-            Target::Attach => Ok(true),
-            Target::Skip => Ok(false),
-            Target::Refuse(e) => Err(e),
+    /// Decides for one request without allocating (this runs on every request, so the same
+    /// code decides for both stacks).
+    pub(crate) fn decide(&self, origin: Origin<'_>, headers: &http::HeaderMap) -> Decision {
+        if headers.contains_key(AUTHORIZATION) {
+            return Decision::Skip;
         }
+        self.origins.decide(&origin)
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl fmt::Debug for AuthLayer {
@@ -376,26 +291,22 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self
-            .layer
-            .target_of_uri(req.uri(), req.headers())
-            .into_result()
-        {
-            Err(e) => {
+        match self.layer.decide(Origin::of_uri(req.uri()), req.headers()) {
+            Decision::Refuse(e) => {
                 return ResponseFuture {
                     state: State::Slow {
                         fut: Box::pin(async move { Err(Box::new(e) as BoxError) }),
                     },
                 }
             }
-            Ok(false) => {
+            Decision::Skip => {
                 return ResponseFuture {
                     state: State::Pass {
                         fut: self.inner.call(req),
                     },
                 }
             }
-            Ok(true) => {}
+            Decision::Attach => {}
         }
         let tokens = self.layer.tokens.clone();
         if let Some(token) = tokens.cached() {

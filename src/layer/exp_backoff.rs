@@ -2,15 +2,15 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::StatusCode;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::retry::{RetryService, TowerRetryPolicy};
-use crate::retry::driver::{CallCtx, Decision, ErrorKind, Outcome, RetryPolicy};
-use crate::retry::retry_after::retry_after;
+use crate::retry::driver::{CallCtx, Decision, ErrorKind, Outcome, Progress, RetryPolicy};
+use crate::retry::policy::{later, Failure};
 use crate::retry::stats::{Counters, RetryStats};
 use crate::retry::{Backoff, RetryBudget};
 use crate::Error;
@@ -207,7 +207,7 @@ impl ExpBackoffLayer {
             }
         }
         Decision::Retry {
-            until: at + delay,
+            until: later(at, delay),
             why,
         }
     }
@@ -227,30 +227,35 @@ impl RetryPolicy for ExpBackoffLayer {
         self.shared.max_wait
     }
 
-    fn decide(&self, ctx: &CallCtx, retries: u32, outcome: Outcome<'_>, at: Instant) -> Decision {
-        match outcome {
+    fn decide(
+        &self,
+        ctx: &CallCtx,
+        progress: Progress,
+        outcome: Outcome<'_>,
+        at: Instant,
+    ) -> Decision {
+        let retries = progress.retries;
+        let (failure, why) = match outcome {
             Outcome::Response {
                 exhausted: true, ..
-            } => Decision::Done,
+            } => return Decision::Done,
             Outcome::Response {
                 status, headers, ..
-            } => {
-                let throttled = status == StatusCode::TOO_MANY_REQUESTS;
-                if !status.is_server_error() && !throttled && status != StatusCode::REQUEST_TIMEOUT
+            } => match Failure::of_response(status, headers) {
+                None => return Decision::Done,
+                // The Retry-After layer outside handles it.
+                Some(Failure::ServerWait(_))
+                    if ctx.retry_after_outside && status != StatusCode::REQUEST_TIMEOUT =>
                 {
+                    return Decision::Done
+                }
+                Some(failure) => (failure, "status"),
+            },
+            Outcome::Error(kind) => {
+                let failure = Failure::of_error_kind(kind);
+                if failure == Failure::Permanent {
                     return Decision::Done;
                 }
-                let header = retry_after(headers, SystemTime::now());
-                if header.is_some()
-                    && ctx.retry_after_outside
-                    && status != StatusCode::REQUEST_TIMEOUT
-                {
-                    // The Retry-After layer outside handles it.
-                    return Decision::Done;
-                }
-                self.retry(retries, at, header, "status")
-            }
-            Outcome::Error(kind @ (ErrorKind::Timeout | ErrorKind::Connect)) => {
                 if !ctx.idempotent && !self.shared.retry_non_idempotent {
                     return Decision::GiveUp(
                         "non-idempotent request after a timeout or connection error",
@@ -261,10 +266,10 @@ impl RetryPolicy for ExpBackoffLayer {
                 } else {
                     "connect"
                 };
-                self.retry(retries, at, None, why)
+                (failure, why)
             }
-            Outcome::Error(ErrorKind::Other) => Decision::Done,
-        }
+        };
+        self.retry(retries, at, failure.server_wait(), why)
     }
 
     fn counters(&self) -> &Counters {

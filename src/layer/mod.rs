@@ -12,6 +12,9 @@
 //!   have been refreshed during the wait).
 //! - `TimeoutLayer` innermost: the timeout bounds one attempt, not the whole call with its
 //!   waits; a timed-out attempt is then retried by `ExpBackoffLayer` after the back-off delay.
+//! - A redirect follower (tower-http's `FollowRedirectLayer`) may go outside all four: the auth
+//!   layer sees every redirected request and attaches the token only to the origins it is for
+//!   (see [`crate::origin`]), so a `302` to another origin does not carry it there.
 
 pub(crate) mod auth;
 mod body;
@@ -19,7 +22,7 @@ mod challenge;
 mod exp_backoff;
 mod retry;
 mod retry_after;
-mod timeout;
+pub(crate) mod timeout;
 
 pub use auth::{Auth, AuthLayer, ResponseFuture as AuthFuture};
 pub use body::TryCloneBody;

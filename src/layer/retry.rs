@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -17,9 +18,12 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::body::{try_clone_request, TryCloneBody};
-use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
-use crate::retry::driver::{self, CallCtx, Decision, RetryPolicy, Transport};
+use crate::retry::classify::{
+    classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive,
+};
+use crate::retry::driver::{self, CallCtx, Decision, Progress, RetryPolicy, Transport};
 use crate::retry::throttle::uri_origin_key;
+use crate::retry::throttle::ThrottleGate;
 use crate::{BoxError, Error};
 
 /// A retrying service: [`RetryAfter`](crate::layer::RetryAfter) or
@@ -55,14 +59,13 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for RetryService<S, P> {
     }
 }
 
-/// Builds the call's context from a request; `mark` says whether this layer is a
-/// `RetryAfterLayer` (which marks the request for the layers inside it).
-pub(crate) fn tower_ctx<B>(req: &mut Request<B>, is_retry_after: bool) -> CallCtx {
-    use crate::retry::classify::RetryAfterActive;
+/// Builds the call's context from a request. A `RetryAfterLayer` marks the request (with its
+/// origin gate) for the layers inside it.
+pub(crate) fn tower_ctx<B, P: TowerRetryPolicy>(req: &mut Request<B>, policy: &P) -> CallCtx {
     let ext = req.extensions_mut();
     let retry_after_outside = ext.get::<RetryAfterActive>().is_some();
-    if is_retry_after {
-        ext.insert(RetryAfterActive);
+    if P::IS_RETRY_AFTER {
+        ext.insert(RetryAfterActive(policy.origin_gate().cloned()));
     }
     CallCtx {
         origin: uri_origin_key(req.uri(), req.headers()),
@@ -97,7 +100,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ctx = tower_ctx(&mut req, P::IS_RETRY_AFTER);
+        let ctx = tower_ctx(&mut req, &self.policy);
         self.policy.on_call();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -187,7 +190,9 @@ where
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
                     };
                     let outcome = driver::outcome::<TowerTransport<S, B>>(&result);
-                    let decision = rest.policy.decide(&rest.ctx, 0, outcome, Instant::now());
+                    let decision =
+                        rest.policy
+                            .decide(&rest.ctx, Progress::default(), outcome, Instant::now());
                     if decision == Decision::Done {
                         return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
                     }
@@ -253,6 +258,12 @@ where
 
     fn extensions_mut(resp: &mut Self::Resp) -> &mut Extensions {
         resp.extensions_mut()
+    }
+
+    fn outer_gate(&self, req: &Self::Req) -> Option<Arc<ThrottleGate>> {
+        req.extensions()
+            .get::<RetryAfterActive>()
+            .and_then(|m| m.0.clone())
     }
 
     fn error_kind(err: &Self::Err) -> ErrorKind {

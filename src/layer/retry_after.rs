@@ -2,31 +2,35 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::StatusCode;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::retry::{RetryService, TowerRetryPolicy};
-use crate::retry::driver::{CallCtx, Decision, Outcome, RetryPolicy};
-use crate::retry::retry_after::retry_after;
+use crate::retry::driver::{CallCtx, Decision, Outcome, Progress, RetryPolicy};
+use crate::retry::policy::{later, retryable_status, server_wait, DEFAULT_MAX_SERVER_WAIT};
 use crate::retry::stats::{Counters, RetryStats};
 use crate::retry::throttle::ThrottleGate;
 use crate::Error;
 
 /// The longest cap a `RetryAfterLayer` accepts.
-pub const MAX_WAIT_LIMIT: Duration = Duration::from_secs(3600);
+pub const MAX_WAIT_LIMIT: Duration = crate::retry::policy::MAX_SERVER_WAIT_LIMIT;
 
 /// Retries a 429, or any 5xx that carries `Retry-After` / `retry-after-ms` /
 /// `x-ms-retry-after-ms`, after exactly the wait the server asked for — never a millisecond
 /// earlier — and holds every other request to the same origin (scheme, host, port) until the
 /// wait has passed.
 ///
-/// A wait longer than the cap (default 5 min, at most 1 h) or than the call's
-/// [`Deadline`](crate::retry::Deadline) is not slept: the response is returned as it is, and
-/// requests held by the origin's gate fail at once with [`Error::Throttled`]. Responses without
-/// a valid retry header are left to [`ExpBackoffLayer`](crate::ExpBackoffLayer).
+/// A call is retried for as long as the server keeps asking it to wait, up to a total wait of
+/// the cap (default 5 min, at most 1 h) or the call's [`Deadline`](crate::retry::Deadline)
+/// (rule R10) — not a small fixed count. A single wait longer than the cap or the deadline is
+/// not slept: the response is returned as it is, and requests held by the origin's gate fail
+/// at once with [`Error::Throttled`]. The hold covers every layer inside this one: an
+/// `ExpBackoffLayer`'s retry to a held origin waits it out too. Responses without a usable
+/// retry header — none, garbage, zero or a date in the past (rule R9) — are left to
+/// [`ExpBackoffLayer`](crate::ExpBackoffLayer).
 ///
 /// Clones share the origin gate and the counters, so install one layer per client.
 ///
@@ -50,12 +54,12 @@ struct Shared {
     max_wait: Duration,
     max_retries: u32,
     hold_origin: bool,
-    gate: ThrottleGate,
+    gate: Arc<ThrottleGate>,
     counters: Arc<Counters>,
 }
 
 impl Default for RetryAfterLayer {
-    /// Cap 5 min, at most 3 retries, origin hold on.
+    /// Total wait capped at 5 min, no count limit, origin hold on.
     fn default() -> Self {
         RetryAfterLayerBuilder::default().finish()
     }
@@ -101,22 +105,24 @@ pub struct RetryAfterLayerBuilder {
 impl Default for RetryAfterLayerBuilder {
     fn default() -> Self {
         RetryAfterLayerBuilder {
-            max_wait: Duration::from_secs(300),
-            max_retries: 3,
+            max_wait: DEFAULT_MAX_SERVER_WAIT,
+            max_retries: u32::MAX,
             hold_origin: true,
         }
     }
 }
 
 impl RetryAfterLayerBuilder {
-    /// The longest wait the layer sleeps (default 5 min, at most 1 h). A longer one fails fast.
+    /// The longest total wait of one call, and so of any single wait (default 5 min, at most
+    /// 1 h). A longer one fails fast.
     #[must_use]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self
     }
 
-    /// How many retries per call at most (default 3, at most 10).
+    /// How many retries per call at most, on top of the total-wait cap (default: no count
+    /// limit — the server's waits and the cap bound the call, rule R10).
     #[must_use]
     pub fn max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
@@ -133,7 +139,7 @@ impl RetryAfterLayerBuilder {
     /// Validates the settings.
     ///
     /// # Errors
-    /// [`Error::Config`] if the cap is zero or above 1 h, or more than 10 retries.
+    /// [`Error::Config`] if the cap is zero or above 1 h, or `max_retries` is 0.
     pub fn build(self) -> Result<RetryAfterLayer, Error> {
         if self.max_wait.is_zero() || self.max_wait > MAX_WAIT_LIMIT {
             return Err(Error::config(format!(
@@ -141,11 +147,10 @@ impl RetryAfterLayerBuilder {
                 self.max_wait
             )));
         }
-        if self.max_retries > 10 {
-            return Err(Error::config(format!(
-                "at most 10 retries, got {}",
-                self.max_retries
-            )));
+        if self.max_retries == 0 {
+            return Err(Error::config(
+                "a retry-after layer needs at least 1 retry (remove the layer instead)",
+            ));
         }
         Ok(self.finish())
     }
@@ -156,7 +161,7 @@ impl RetryAfterLayerBuilder {
                 max_wait: self.max_wait,
                 max_retries: self.max_retries,
                 hold_origin: self.hold_origin,
-                gate: ThrottleGate::default(),
+                gate: Arc::default(),
                 counters: Arc::default(),
             }),
         }
@@ -185,11 +190,21 @@ impl RetryPolicy for RetryAfterLayer {
         self.shared.gate.held_until(ctx.origin)
     }
 
+    fn origin_gate(&self) -> Option<&Arc<ThrottleGate>> {
+        self.shared.hold_origin.then_some(&self.shared.gate)
+    }
+
     fn max_wait(&self) -> Duration {
         self.shared.max_wait
     }
 
-    fn decide(&self, ctx: &CallCtx, retries: u32, outcome: Outcome<'_>, at: Instant) -> Decision {
+    fn decide(
+        &self,
+        ctx: &CallCtx,
+        progress: Progress,
+        outcome: Outcome<'_>,
+        at: Instant,
+    ) -> Decision {
         let Outcome::Response {
             status,
             headers,
@@ -198,20 +213,23 @@ impl RetryPolicy for RetryAfterLayer {
         else {
             return Decision::Done;
         };
-        if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+        if status == StatusCode::REQUEST_TIMEOUT || !retryable_status(status) {
             return Decision::Done;
         }
-        let Some(wait) = retry_after(headers, SystemTime::now()) else {
+        let Some(wait) = server_wait(headers) else {
             return Decision::Done;
         };
-        let until = at + wait.min(MAX_WAIT_LIMIT);
+        let until = later(at, wait.min(MAX_WAIT_LIMIT));
         if self.shared.hold_origin {
             self.shared.gate.hold(ctx.origin, until);
         }
         if wait > self.shared.max_wait {
             return Decision::GiveUp("retry-after exceeds the cap");
         }
-        if retries >= self.shared.max_retries {
+        if progress.waited.saturating_add(wait) > self.shared.max_wait {
+            return Decision::GiveUp("total wait would exceed the cap");
+        }
+        if progress.retries >= self.shared.max_retries {
             return Decision::GiveUp("max retries reached");
         }
         Decision::Retry {

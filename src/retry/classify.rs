@@ -1,11 +1,25 @@
 //! What happened to an attempt, and the request/response markers the layers share.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 
-pub(crate) use super::driver::ErrorKind;
 use tokio::time::Instant;
+
+use super::throttle::ThrottleGate;
+
+/// The kind of a failed attempt that produced no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(unreachable_pub)]
+pub enum ErrorKind {
+    /// A per-attempt timeout elapsed.
+    Timeout,
+    /// The connection could not be made or broke.
+    Connect,
+    /// Anything else: not retried.
+    Other,
+}
 
 /// The number of requests sent on the wire for one call, in the response's extensions (rule R7).
 ///
@@ -29,8 +43,10 @@ impl Deadline {
 
 /// Marks a request that passed through a `RetryAfterLayer`: inner `ExpBackoffLayer`s leave
 /// responses with a valid retry header to it, so no response is retried by both.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RetryAfterActive;
+/// It carries that layer's origin gate, so the inner layers' retries wait out its holds too
+/// (rule R10).
+#[derive(Debug, Clone)]
+pub(crate) struct RetryAfterActive(pub(crate) Option<Arc<ThrottleGate>>);
 
 /// Marks a response a retry layer gave up on: outer retry layers return it as it is.
 #[derive(Debug, Clone, Copy)]

@@ -6,13 +6,16 @@
 #![allow(unreachable_pub)]
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Extensions, HeaderMap, StatusCode};
 use tokio::time::Instant;
 
+pub use super::classify::ErrorKind;
 use super::classify::{Attempts, RetryExhausted};
 use super::stats::Counters;
+use super::throttle::ThrottleGate;
 
 /// An attempt's result as the policies see it.
 #[derive(Debug, Clone, Copy)]
@@ -30,17 +33,6 @@ pub enum Outcome<'a> {
     Error(ErrorKind),
 }
 
-/// The kind of a failed attempt that produced no response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// A per-attempt timeout elapsed.
-    Timeout,
-    /// The connection could not be made or broke.
-    Connect,
-    /// Anything else: not retried.
-    Other,
-}
-
 /// What a policy wants done with an outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -55,6 +47,15 @@ pub enum Decision {
         /// Why (for the trace).
         why: &'static str,
     },
+}
+
+/// How far a call has come: retries sent and the time spent waiting before them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Retries sent so far.
+    pub retries: u32,
+    /// Time spent waiting before them.
+    pub waited: Duration,
 }
 
 /// What a policy knows about the call.
@@ -80,10 +81,20 @@ pub trait RetryPolicy: Clone + Send + Sync + 'static {
     fn held_until(&self, _ctx: &CallCtx) -> Option<Instant> {
         None
     }
+    /// The origin gate this policy holds, shared with the layers inside it (rule R10).
+    fn origin_gate(&self) -> Option<&Arc<ThrottleGate>> {
+        None
+    }
     /// The longest hold a call may wait out before failing with `Throttled`.
     fn max_wait(&self) -> Duration;
-    /// What to do after attempt number `retries + 1`.
-    fn decide(&self, ctx: &CallCtx, retries: u32, outcome: Outcome<'_>, at: Instant) -> Decision;
+    /// What to do after attempt number `progress.retries + 1`.
+    fn decide(
+        &self,
+        ctx: &CallCtx,
+        progress: Progress,
+        outcome: Outcome<'_>,
+        at: Instant,
+    ) -> Decision;
     /// The layer's counters.
     fn counters(&self) -> &Counters;
 }
@@ -109,6 +120,8 @@ pub trait Transport: Send {
     fn head(resp: &Self::Resp) -> (StatusCode, &HeaderMap, &Extensions);
     /// The response's extensions.
     fn extensions_mut(resp: &mut Self::Resp) -> &mut Extensions;
+    /// The origin gate of a `RetryAfterLayer` outside this one, if any (rule R10).
+    fn outer_gate(&self, req: &Self::Req) -> Option<Arc<ThrottleGate>>;
     /// What kind of failure an error is.
     fn error_kind(err: &Self::Err) -> ErrorKind;
     /// The error for a call that would have to wait `retry_after`, longer than allowed.
@@ -159,10 +172,20 @@ pub fn finish_first<T: Transport>(result: Result<T::Resp, T::Err>) -> Result<T::
     finish::<T>(result, n, false)
 }
 
-/// Waits while the call's origin is held. `Err(wait)` if the hold is longer than the policy's
-/// cap or the call's deadline allows.
-pub async fn wait_for_gate<P: RetryPolicy>(policy: &P, ctx: &CallCtx) -> Result<(), Duration> {
-    while let Some(until) = policy.held_until(ctx) {
+/// Waits while the call's origin is held — by this policy's gate or by the gate of a
+/// `RetryAfterLayer` outside it (R10: one hold per origin for every layer). `Err(wait)` if the
+/// hold is longer than the policy's cap or the call's deadline allows.
+pub async fn wait_for_gate<P: RetryPolicy>(
+    policy: &P,
+    ctx: &CallCtx,
+    outer: Option<&ThrottleGate>,
+) -> Result<(), Duration> {
+    loop {
+        let own = policy.held_until(ctx);
+        let other = outer.and_then(|g| g.held_until(ctx.origin));
+        let Some(until) = own.max(other) else {
+            return Ok(());
+        };
         let wait = until.saturating_duration_since(Instant::now());
         if wait > policy.max_wait() || ctx.deadline.is_some_and(|d| until > d) {
             Counters::bump(&policy.counters().throttled);
@@ -182,7 +205,6 @@ pub async fn wait_for_gate<P: RetryPolicy>(policy: &P, ctx: &CallCtx) -> Result<
         );
         tokio::time::sleep_until(until).await;
     }
-    Ok(())
 }
 
 /// The whole call: gate, first attempt, then [`resume`].
@@ -194,7 +216,7 @@ pub async fn run<P: RetryPolicy, T: Transport>(
 ) -> Result<T::Resp, T::Err> {
     if policy.held_until(&ctx).is_some() {
         // Rare: the origin is held. Waiting is boxed so the common call's future stays small.
-        if let Err(wait) = Box::pin(wait_for_gate(&policy, &ctx)).await {
+        if let Err(wait) = Box::pin(wait_for_gate(&policy, &ctx, None)).await {
             return Err(T::throttled(wait));
         }
     }
@@ -202,7 +224,12 @@ pub async fn run<P: RetryPolicy, T: Transport>(
     // the copy, which keeps it small enough for the allocator's fast path.
     let backup = T::try_clone(&req).map(Box::new);
     let result = transport.send(req).await;
-    let decision = policy.decide(&ctx, 0, outcome::<T>(&result), Instant::now());
+    let decision = policy.decide(
+        &ctx,
+        Progress::default(),
+        outcome::<T>(&result),
+        Instant::now(),
+    );
     if decision == Decision::Done {
         return finish_first::<T>(result);
     }
@@ -221,7 +248,7 @@ pub async fn resume<P: RetryPolicy, T: Transport>(
     mut result: Result<T::Resp, T::Err>,
     mut decision: Decision,
 ) -> Result<T::Resp, T::Err> {
-    let mut retries = 0u32;
+    let mut progress = Progress::default();
     let mut sent = attempts_of::<T>(&result);
     loop {
         let (until, why) = match decision {
@@ -236,6 +263,7 @@ pub async fn resume<P: RetryPolicy, T: Transport>(
             return give_up::<P, T>(&policy, result, sent, "wait would pass the deadline");
         }
         backup = T::try_clone(&req);
+        let outer = transport.outer_gate(&req);
         let wait = until.saturating_duration_since(Instant::now());
         let status = match &result {
             Ok(resp) => Some(T::head(resp).0.as_u16()),
@@ -249,17 +277,19 @@ pub async fn resume<P: RetryPolicy, T: Transport>(
             status,
             why,
             delay_ms = wait.as_millis() as u64,
-            attempt = retries + 2,
+            attempt = progress.retries + 2,
             "retrying"
         );
+        let slept_from = Instant::now();
         tokio::time::sleep_until(until).await;
-        if let Err(wait) = wait_for_gate(&policy, &ctx).await {
+        if let Err(wait) = wait_for_gate(&policy, &ctx, outer.as_deref()).await {
             return Err(T::throttled(wait));
         }
+        progress.waited = progress.waited.saturating_add(slept_from.elapsed());
         result = transport.send(req).await;
-        retries += 1;
+        progress.retries += 1;
         sent = sent.saturating_add(attempts_of::<T>(&result));
-        decision = policy.decide(&ctx, retries, outcome::<T>(&result), Instant::now());
+        decision = policy.decide(&ctx, progress, outcome::<T>(&result), Instant::now());
     }
 }
 

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod budget;
 pub(crate) mod classify;
 pub(crate) mod driver;
+pub(crate) mod policy;
 pub mod retry_after;
 pub(crate) mod stats;
 pub(crate) mod throttle;

@@ -18,7 +18,8 @@ const MAX_KEYS: usize = 4096;
 
 /// A set of "held until" instants, one per key.
 #[derive(Debug)]
-pub(crate) struct ThrottleGate {
+#[allow(unreachable_pub)]
+pub struct ThrottleGate {
     base: Instant,
     /// Milliseconds after `base` until which some key may be held; 0 = none ever held.
     any_until_ms: AtomicU64,

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use super::{Answer, State};
+use super::handler::{handle, lock, unreadable_body, Answer, State, MAX_BODY};
 
 /// One request the HTTPS port answered, with its path (the testkit's own log has no paths), so
 /// tests can tell an SDK's calls apart (e.g. one secret name per call).
@@ -55,9 +55,14 @@ enum Surface {
 pub(super) async fn handle_https(
     state: Arc<State>,
     log: HttpsLog,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Answer {
-    let at = state.start.elapsed();
+    let at = state.elapsed();
+    let (parts, body) = req.into_parts();
+    let Ok(body) = Limited::new(body, MAX_BODY).collect().await else {
+        return Ok(unreadable_body());
+    };
+    let mut req = Request::from_parts(parts, body.to_bytes());
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let had_auth = req.headers().contains_key(http::header::AUTHORIZATION);
@@ -78,10 +83,10 @@ pub(super) async fn handle_https(
             *req.uri_mut() = uri;
         }
     }
-    let answer = super::handle(state, req)
+    let answer = handle(&state, req)
         .await
         .map(|a| shape(&surface, a, had_auth, &host));
-    super::lock(&log).push(HttpsRequest {
+    lock(&log).push(HttpsRequest {
         at,
         method,
         path,
@@ -90,7 +95,7 @@ pub(super) async fn handle_https(
     answer
 }
 
-fn route(req: &Request<Incoming>) -> Surface {
+fn route<B>(req: &Request<B>) -> Surface {
     let segments: Vec<&str> = req
         .uri()
         .path()

@@ -22,8 +22,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
 
+use super::handler::{lock, State};
 use super::sdk_api::{HttpsLog, HttpsRequest};
-use super::{FakeIdentityProvider, State};
+use super::FakeIdentityProvider;
 use crate::Error;
 
 /// The HTTPS port of a [`FakeIdentityProvider`]. Stops serving when dropped.
@@ -72,7 +73,7 @@ impl HttpsEndpoint {
 
     /// Every request this port answered, with its path.
     pub fn requests(&self) -> Vec<HttpsRequest> {
-        super::lock(&self.log).clone()
+        lock(&self.log).clone()
     }
 
     /// The generated certificate authority, DER-encoded.
@@ -150,12 +151,7 @@ impl FakeIdentityProvider {
         .map_err(cert_error)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::unavailable("loopback listener", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::unavailable("loopback listener", e))?;
+        let (listener, addr) = super::server::bind_loopback().await?;
         let log = HttpsLog::default();
         let task = tokio::spawn(serve_tls(
             listener,
@@ -193,6 +189,8 @@ async fn serve_tls(
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // e.g. out of file descriptors: do not spin.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         let (state, log) = (state.clone(), log.clone());

@@ -38,15 +38,14 @@
 //!
 //! # Retries
 //!
-//! Like every credential, one `get_token` is one attempt from the cache's point of view, with one
-//! exception: IMDS, which MSAL retries on 404 (identity not yet assigned), 408, 410 (IMDS is
-//! being upgraded), 429 and 5xx, and on connection errors and timeouts. The IMDS source does
-//! that in a bounded loop: exponential back-off from 1 s (×2, cap 4 s, at most 3 retries, see
-//! [`imds_backoff`](ManagedIdentityCredentialBuilder::imds_backoff)), never sooner than a
-//! `Retry-After`; and once a 410 has come back, every 10 s until 70 s have passed since the first
-//! one. A `Retry-After` longer than 60 s ends the loop at once with the error, so that the
-//! cache's throttle gate holds the wait instead. A 400 ("identity not found") is not retried.
-//! One IMDS `get_token` can thus take about 70 s plus the per-attempt timeouts.
+//! Every source, IMDS included, makes one attempt per `get_token` (plus Azure Arc's challenge
+//! answer). Retries belong to the [`TokenCache`](crate::TokenCache) in front, under the crate's
+//! one wait policy (rules R9, T13): after a 5xx, a 404/410 (IMDS not ready or upgrading), a
+//! timeout or a connection error the next attempt comes at least 5 s later, then exponentially —
+//! capped at 10 s while the cache has no token to serve, so a daemon recovers within 10 s of the
+//! endpoint's return — and never sooner than a `Retry-After`. There is no inner loop multiplying
+//! the attempts (MSAL's IMDS loop retries after 1 s, against the guidance's 5 s floor); an IMDS
+//! upgrade (410, ~70 s) is ridden out by the cache's retries.
 //!
 //! # Security
 //!
@@ -57,7 +56,6 @@
 //! and the local endpoints are not reachable through one.
 
 mod arc;
-mod imds;
 mod service_fabric;
 
 use std::fmt;
@@ -73,11 +71,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::client_secret::optional_env;
 use super::http::{identity_provider_error, is_loopback, send_raw, RawResponse, DEFAULT_TIMEOUT};
 use super::{CredentialIdentity, TokenCredential, TokenRequest};
-use crate::retry::Backoff;
 use crate::token::parse_token_response;
 use crate::{Error, TokenResponse};
-
-pub(crate) use imds::ImdsRetry;
 
 /// The IMDS base URL.
 const IMDS_BASE: &str = "http://169.254.169.254";
@@ -190,7 +185,6 @@ pub struct ManagedIdentityCredential {
     url: Url,
     user_assigned: Option<UserAssignedId>,
     timeout: Duration,
-    imds_retry: ImdsRetry,
 }
 
 /// A validated source with its secrets (as sensitive header values).
@@ -502,7 +496,6 @@ impl TokenCredential for ManagedIdentityCredential {
                 );
             }
             match &self.source {
-                Source::Imds => self.imds_retry.run(|| self.once(&resource)).await,
                 Source::AzureArc { tokens_dir } => self.arc(&resource, tokens_dir).await,
                 _ => self.once(&resource).await,
             }
@@ -541,9 +534,6 @@ impl fmt::Debug for ManagedIdentityCredential {
                 d.field("arc_tokens_dir", tokens_dir);
             }
             Source::Imds | Source::CloudShell => {}
-        }
-        if matches!(self.source, Source::Imds) {
-            d.field("imds_retry", &self.imds_retry);
         }
         d.field("timeout", &self.timeout).finish_non_exhaustive()
     }
@@ -633,9 +623,6 @@ pub struct ManagedIdentityCredentialBuilder {
     user_assigned: Option<UserAssignedId>,
     timeout: Duration,
     client: Option<reqwest::Client>,
-    imds_backoff: Option<Backoff>,
-    gone_interval: Duration,
-    gone_window: Duration,
     arc_tokens_dir: PathBuf,
 }
 
@@ -646,9 +633,6 @@ impl ManagedIdentityCredentialBuilder {
             user_assigned: None,
             timeout: DEFAULT_TIMEOUT,
             client: None,
-            imds_backoff: None,
-            gone_interval: imds::GONE_INTERVAL,
-            gone_window: imds::GONE_WINDOW,
             arc_tokens_dir: arc::default_tokens_dir(&|name| std::env::var(name).ok()),
         }
     }
@@ -685,21 +669,6 @@ impl ManagedIdentityCredentialBuilder {
         self
     }
 
-    /// IMDS only: the back-off of the retry loop (default: 1 s, ×2, cap 4 s, 20 % additive
-    /// jitter, at most 3 retries, as MSAL).
-    pub fn imds_backoff(mut self, backoff: Backoff) -> Self {
-        self.imds_backoff = Some(backoff);
-        self
-    }
-
-    /// IMDS only: after a 410 (IMDS upgrading), retry every `interval` (default 10 s) until
-    /// `window` (default 70 s) has passed since the first 410.
-    pub fn imds_gone_retry(mut self, interval: Duration, window: Duration) -> Self {
-        self.gone_interval = interval;
-        self.gone_window = window;
-        self
-    }
-
     /// Azure Arc only: the directory the challenge's key file must be in (default
     /// `/var/opt/azcmagent/tokens` on Linux, `%ProgramData%\AzureConnectedMachineAgent\Tokens`
     /// on Windows).
@@ -715,7 +684,7 @@ impl ManagedIdentityCredentialBuilder {
     /// neither loopback nor link-local, an empty or invalid identity header or secret, a
     /// thumbprint that is not 40 hex digits, a user-assigned identity the source does not
     /// support (or an empty one), Azure Machine Learning without a client id, a zero timeout,
-    /// an invalid IMDS retry policy, an HTTP client given for Service Fabric, or an HTTP client
+    /// an HTTP client given for Service Fabric, or an HTTP client
     /// that cannot be built.
     pub fn build(self) -> Result<ManagedIdentityCredential, Error> {
         let kind = self.pending.kind();
@@ -796,11 +765,6 @@ impl ManagedIdentityCredentialBuilder {
                 tokens_dir: self.arc_tokens_dir,
             },
         };
-        let backoff = match self.imds_backoff {
-            Some(b) => b,
-            None => imds::default_backoff()?,
-        };
-        let imds_retry = ImdsRetry::new(backoff, self.gone_interval, self.gone_window)?;
         let client = match client {
             Some(c) => c,
             None => mi_client()?,
@@ -811,7 +775,6 @@ impl ManagedIdentityCredentialBuilder {
             url,
             user_assigned: self.user_assigned,
             timeout: self.timeout,
-            imds_retry,
         })
     }
 }

@@ -278,8 +278,6 @@ fn c3_builder_validates_endpoints_and_secrets() {
         ManagedIdentityCredential::azure_ml("http://localhost:1/", "", "d"),
         ManagedIdentityCredential::cloud_shell("http://u:p@localhost:1/"),
         ManagedIdentityCredential::imds().timeout(Duration::ZERO),
-        ManagedIdentityCredential::imds()
-            .imds_gone_retry(Duration::from_secs(100), Duration::from_secs(70)),
     ] {
         let shown = format!("{bad:?}");
         let e = bad.build().unwrap_err();

@@ -1,0 +1,921 @@
+//! Where a bearer token may go (rules X2 and X5): one place for origins, the "https, or plain
+//! http to loopback" rule, the origins a token's scopes name, and matching a request against
+//! them.
+//!
+//! [`AuthLayer`](crate::AuthLayer) decides the origins once, when it is built:
+//!
+//! 1. the origins given to [`allow_origins`](crate::AuthLayer::allow_origins) (`https://host`,
+//!    `https://host:port`, `https://*.example.com` for every subdomain, or plain `http://` to
+//!    a loopback host);
+//! 2. without them, the hosts the token cache's scopes name: each scope's own https host (and
+//!    port), plus, for the well-known Azure resources in the table below, their service hosts;
+//!    a loopback `http://127.0.0.1:PORT/...` scope names that loopback origin (tests, local
+//!    emulators; rule X2's exception);
+//! 3. [`allow_any_origin`](crate::AuthLayer::allow_any_origin): every https (or loopback)
+//!    origin, the explicit opt-out.
+//!
+//! A request to any other origin is sent without the token, whichever request it is (a redirect
+//! a `FollowRedirect` layer outside the auth layer follows, a retry, a resend). Scopes that name
+//! no host (`api://…`, an application id, `User.Read`) and no `allow_origins` make the layer
+//! fail every request with [`Error::Config`] saying how to fix it; the resilience report flags
+//! it too.
+//!
+//! # Well-known resources
+//!
+//! A scope whose host (port 443) is a resource below also sends the token to that resource's
+//! service hosts (`*.x` is every subdomain of `x`, not `x` itself). Resources whose audience is
+//! the same in every cloud (Storage, Cosmos DB, Service Bus, Event Hubs) name their hosts in the
+//! public cloud, Azure Government and Azure operated by 21Vianet (China).
+//!
+//! | service | resource (scope host) | service hosts |
+//! | --- | --- | --- |
+//! | Key Vault | `vault.azure.net` / `vault.usgovcloudapi.net` / `vault.azure.cn` | `*.vault.azure.net` / `*.vault.usgovcloudapi.net` / `*.vault.azure.cn` |
+//! | Key Vault Managed HSM | `managedhsm.azure.net` / `managedhsm.usgovcloudapi.net` / `managedhsm.azure.cn` | `*.` the same |
+//! | Storage | `storage.azure.com` (every cloud) | `*.{blob,queue,file,dfs,table}.core.windows.net`, `….core.usgovcloudapi.net`, `….core.chinacloudapi.cn` |
+//! | Microsoft Graph | `graph.microsoft.com` / `graph.microsoft.us`, `dod-graph.microsoft.us` / `microsoftgraph.chinacloudapi.cn` | the resource host itself |
+//! | Resource Manager | `management.azure.com`, `management.core.windows.net` / `management.usgovcloudapi.net`, `management.core.usgovcloudapi.net` / `management.chinacloudapi.cn`, `management.core.chinacloudapi.cn` | `management.azure.com` / `management.usgovcloudapi.net` / `management.chinacloudapi.cn` |
+//! | Cosmos DB | `cosmos.azure.com` (every cloud) | `*.documents.azure.com`, `*.documents.azure.us`, `*.documents.azure.cn` |
+//! | Service Bus | `servicebus.azure.net` (every cloud) | `*.servicebus.windows.net`, `*.servicebus.usgovcloudapi.net`, `*.servicebus.chinacloudapi.cn` |
+//! | Event Hubs | `eventhubs.azure.net` (every cloud) | the same as Service Bus |
+//! | Cognitive Services / Azure OpenAI | `cognitiveservices.azure.com` / `cognitiveservices.azure.us` / `cognitiveservices.azure.cn` | `*.cognitiveservices.azure.com`, `*.openai.azure.com`, `*.services.ai.azure.com` / `*.cognitiveservices.azure.us`, `*.openai.azure.us` / `*.cognitiveservices.azure.cn`, `*.openai.azure.cn` |
+//! | Azure AI Foundry | `ai.azure.com` | `*.services.ai.azure.com` |
+//! | Azure SQL | `database.windows.net` / `database.usgovcloudapi.net` / `database.chinacloudapi.cn` | `*.database.windows.net` / `*.database.usgovcloudapi.net` / `*.database.chinacloudapi.cn` |
+//!
+//! Sources: Microsoft Learn, "Compare Azure Government and global Azure", table "Guidance for
+//! developers" (service hosts, public and Government); the cloud definitions of the Azure SDKs
+//! and tools: Azure PowerShell's `AzureEnvironment` (Key Vault, Managed HSM, Graph, Resource
+//! Manager, SQL and Storage suffixes per cloud), go-autorest's `environments.go` (resource ids:
+//! `storage.azure.com` and `servicebus.azure.net` in every cloud; Cosmos DB, Service Bus and SQL
+//! suffixes); the Azure SDKs' default scopes (`https://cosmos.azure.com/.default`,
+//! `https://eventhubs.azure.net/.default`, `FormRecognizerAudience` /
+//! `AzureOpenAIAudience`: `cognitiveservices.azure.{com,us,cn}`); Microsoft Graph "national
+//! cloud deployments". A resource missing here still works: name its hosts with
+//! `allow_origins`, or use a per-resource scope (`https://myaccount.blob.core.windows.net/.default`
+//! names exactly that host).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::report::Status;
+use crate::Error;
+
+/// The origins [`AuthLayer::new`](crate::AuthLayer::new) sends a token for `scopes` to, when
+/// no [`allow_origins`](crate::AuthLayer::allow_origins) is given (rule X5), e.g.
+/// `["https://vault.azure.net", "https://*.vault.azure.net"]` for
+/// `https://vault.azure.net/.default`.
+///
+/// ```
+/// let origins = resilient_auth::origin::scope_origins(["https://api.contoso.com/.default"])?;
+/// assert_eq!(origins, ["https://api.contoso.com"]);
+/// assert!(resilient_auth::origin::scope_origins(["api://my-api/.default"]).is_err());
+/// # Ok::<(), resilient_auth::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Config`] if the scopes name no host (`api://…`, an application id): the error
+/// every request through such a layer gets.
+pub fn scope_origins<I, S>(scopes: I) -> Result<Vec<String>, Error>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+    match TokenOrigins::from_scopes(&scopes) {
+        TokenOrigins::Named(named) => Ok(named.origins.iter().map(ToString::to_string).collect()),
+        TokenOrigins::Unnamed(unnamed) => Err(Error::config(unnamed.message())),
+        TokenOrigins::Any => Ok(Vec::new()),
+    }
+}
+
+/// A request's scheme, host and port, borrowed from its URL (nothing is allocated). The host
+/// loses IPv6 brackets and a trailing dot; a missing port is the scheme's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Origin<'a> {
+    scheme: &'a str,
+    host: &'a str,
+    port: u16,
+}
+
+impl<'a> Origin<'a> {
+    pub(crate) fn new(scheme: &'a str, host: &'a str, port: Option<u16>) -> Self {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        Origin {
+            scheme,
+            host,
+            port: port.unwrap_or_else(|| default_port(scheme)),
+        }
+    }
+
+    /// The origin of an `http::Uri` (an empty scheme or host if it has none).
+    pub(crate) fn of_uri(uri: &'a http::Uri) -> Self {
+        Origin::new(
+            uri.scheme_str().unwrap_or(""),
+            uri.host().unwrap_or(""),
+            uri.port_u16(),
+        )
+    }
+
+    /// The origin of a reqwest URL.
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn of_url(url: &'a reqwest::Url) -> Self {
+        Origin::new(url.scheme(), url.host_str().unwrap_or(""), url.port())
+    }
+
+    fn is_https(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("https")
+    }
+
+    fn is_http(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("http")
+    }
+
+    /// Rule X2: a token may travel over https, or over plain http to a loopback host.
+    pub(crate) fn may_carry_token(&self) -> bool {
+        !self.host.is_empty()
+            && (self.is_https() || (self.is_http() && is_loopback_host(self.host)))
+    }
+}
+
+impl fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.scheme.to_ascii_lowercase();
+        let host = self.host.to_ascii_lowercase();
+        if host.contains(':') {
+            write!(f, "{scheme}://[{host}]:{}", self.port)
+        } else {
+            write!(f, "{scheme}://{host}:{}", self.port)
+        }
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme.eq_ignore_ascii_case("http") {
+        80
+    } else if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        0
+    }
+}
+
+/// `true` for `localhost`, 127.0.0.0/8 and `::1` (brackets allowed).
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let bare = bare.strip_suffix('.').unwrap_or(bare);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host part of an allowed origin.
+#[derive(Clone, PartialEq, Eq)]
+enum HostPattern {
+    /// Exactly this host (lowercase).
+    Exact(Box<str>),
+    /// Any subdomain of this suffix (lowercase), at any depth; not the suffix itself.
+    Subdomains(Box<str>),
+}
+
+impl HostPattern {
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostPattern::Subdomains(suffix) => {
+                let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
+                host.len() > suffix.len() + 1
+                    && host[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+
+    fn parse_table(entry: &str) -> HostPattern {
+        match entry.strip_prefix("*.") {
+            Some(suffix) => HostPattern::Subdomains(suffix.into()),
+            None => HostPattern::Exact(entry.into()),
+        }
+    }
+}
+
+/// One origin a token may go to: `https://host[:port]`, `https://*.suffix[:port]`, or plain
+/// `http://` to a loopback host.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct AllowedOrigin {
+    https: bool,
+    host: HostPattern,
+    port: u16,
+}
+
+impl AllowedOrigin {
+    /// Parses an origin given to `allow_origins`: a scheme and a host (`*.` for every
+    /// subdomain), an optional port, no path, no credentials; https, or plain http to a
+    /// loopback host (rule X2).
+    pub(crate) fn parse(text: &str) -> Result<AllowedOrigin, Error> {
+        let bad = |why: &str| Error::config(format!("{why}: {text:?}"));
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| bad("an origin needs a scheme and a host"))?;
+        let (wildcard, rest) = match rest.strip_prefix("*.") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let uri: http::Uri = format!("{scheme}://{rest}")
+            .parse()
+            .map_err(|_| bad("not an origin"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(bad("an origin needs a scheme and a host"));
+        };
+        if authority.as_str().contains('@') {
+            return Err(bad("an origin has no credentials"));
+        }
+        if !uri
+            .path_and_query()
+            .is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty())
+        {
+            return Err(bad("an origin has no path"));
+        }
+        let origin = Origin::new(scheme, authority.host(), authority.port_u16());
+        if origin.host.is_empty() {
+            return Err(bad("an origin needs a host"));
+        }
+        if !origin.may_carry_token() {
+            return Err(bad(
+                "a token goes only over https, or plain http to a loopback host (rule X2)",
+            ));
+        }
+        let host = origin.host.to_ascii_lowercase().into_boxed_str();
+        let host = if wildcard {
+            if !origin.is_https() || !host.contains('.') || host.parse::<IpAddr>().is_ok() {
+                return Err(bad(
+                    "a wildcard origin is https://*.domain with at least two labels after the *",
+                ));
+            }
+            HostPattern::Subdomains(host)
+        } else {
+            HostPattern::Exact(host)
+        };
+        Ok(AllowedOrigin {
+            https: origin.is_https(),
+            host,
+            port: origin.port,
+        })
+    }
+
+    fn https(host: HostPattern, port: u16) -> AllowedOrigin {
+        AllowedOrigin {
+            https: true,
+            host,
+            port,
+        }
+    }
+
+    /// Whether a request to `origin` may carry the token.
+    pub(crate) fn matches(&self, origin: &Origin<'_>) -> bool {
+        self.port == origin.port
+            && (if self.https {
+                origin.is_https()
+            } else {
+                origin.is_http()
+            })
+            && self.host.matches(origin.host)
+    }
+}
+
+impl fmt::Display for AllowedOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        let (star, host) = match &self.host {
+            HostPattern::Exact(h) => ("", h),
+            HostPattern::Subdomains(s) => ("*.", s),
+        };
+        let bracket = host.contains(':');
+        let (open, close) = if bracket { ("[", "]") } else { ("", "") };
+        write!(f, "{scheme}://{star}{open}{host}{close}")?;
+        if self.port != default_port(scheme) {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for AllowedOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// A cloud an entry of [`WELL_KNOWN`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cloud {
+    /// The audience is the same in every cloud; its hosts cover all three.
+    Every,
+    /// Azure public cloud.
+    Public,
+    /// Azure Government.
+    UsGov,
+    /// Azure operated by 21Vianet.
+    China,
+}
+
+impl fmt::Display for Cloud {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cloud::Every => "every cloud",
+            Cloud::Public => "public cloud",
+            Cloud::UsGov => "Azure Government",
+            Cloud::China => "Azure China",
+        })
+    }
+}
+
+/// One well-known Azure resource: the host of its scope and the hosts its tokens are for.
+#[derive(Debug)]
+pub(crate) struct WellKnown {
+    /// The service, for the docs and the report.
+    pub(crate) service: &'static str,
+    /// The cloud (or every cloud).
+    pub(crate) cloud: Cloud,
+    /// The scope's host (`https://{resource}/.default`).
+    pub(crate) resource: &'static str,
+    /// Hosts the token goes to besides `resource`; `*.x` is every subdomain of `x`.
+    pub(crate) hosts: &'static [&'static str],
+}
+
+const STORAGE_HOSTS: &[&str] = &[
+    "*.blob.core.windows.net",
+    "*.queue.core.windows.net",
+    "*.file.core.windows.net",
+    "*.dfs.core.windows.net",
+    "*.table.core.windows.net",
+    "*.blob.core.usgovcloudapi.net",
+    "*.queue.core.usgovcloudapi.net",
+    "*.file.core.usgovcloudapi.net",
+    "*.dfs.core.usgovcloudapi.net",
+    "*.table.core.usgovcloudapi.net",
+    "*.blob.core.chinacloudapi.cn",
+    "*.queue.core.chinacloudapi.cn",
+    "*.file.core.chinacloudapi.cn",
+    "*.dfs.core.chinacloudapi.cn",
+    "*.table.core.chinacloudapi.cn",
+];
+
+const SERVICE_BUS_HOSTS: &[&str] = &[
+    "*.servicebus.windows.net",
+    "*.servicebus.usgovcloudapi.net",
+    "*.servicebus.chinacloudapi.cn",
+];
+
+/// The well-known Azure resources (see the module docs for the sources).
+pub(crate) const WELL_KNOWN: &[WellKnown] = &[
+    WellKnown {
+        service: "Key Vault",
+        cloud: Cloud::Public,
+        resource: "vault.azure.net",
+        hosts: &["*.vault.azure.net"],
+    },
+    WellKnown {
+        service: "Key Vault",
+        cloud: Cloud::UsGov,
+        resource: "vault.usgovcloudapi.net",
+        hosts: &["*.vault.usgovcloudapi.net"],
+    },
+    WellKnown {
+        service: "Key Vault",
+        cloud: Cloud::China,
+        resource: "vault.azure.cn",
+        hosts: &["*.vault.azure.cn"],
+    },
+    WellKnown {
+        service: "Key Vault Managed HSM",
+        cloud: Cloud::Public,
+        resource: "managedhsm.azure.net",
+        hosts: &["*.managedhsm.azure.net"],
+    },
+    WellKnown {
+        service: "Key Vault Managed HSM",
+        cloud: Cloud::UsGov,
+        resource: "managedhsm.usgovcloudapi.net",
+        hosts: &["*.managedhsm.usgovcloudapi.net"],
+    },
+    WellKnown {
+        service: "Key Vault Managed HSM",
+        cloud: Cloud::China,
+        resource: "managedhsm.azure.cn",
+        hosts: &["*.managedhsm.azure.cn"],
+    },
+    WellKnown {
+        service: "Storage",
+        cloud: Cloud::Every,
+        resource: "storage.azure.com",
+        hosts: STORAGE_HOSTS,
+    },
+    WellKnown {
+        service: "Microsoft Graph",
+        cloud: Cloud::Public,
+        resource: "graph.microsoft.com",
+        hosts: &[],
+    },
+    WellKnown {
+        service: "Microsoft Graph",
+        cloud: Cloud::UsGov,
+        resource: "graph.microsoft.us",
+        hosts: &[],
+    },
+    WellKnown {
+        service: "Microsoft Graph",
+        cloud: Cloud::UsGov,
+        resource: "dod-graph.microsoft.us",
+        hosts: &[],
+    },
+    WellKnown {
+        service: "Microsoft Graph",
+        cloud: Cloud::China,
+        resource: "microsoftgraph.chinacloudapi.cn",
+        hosts: &[],
+    },
+    WellKnown {
+        service: "Resource Manager",
+        cloud: Cloud::Public,
+        resource: "management.azure.com",
+        hosts: &[],
+    },
+    WellKnown {
+        service: "Resource Manager",
+        cloud: Cloud::Public,
+        resource: "management.core.windows.net",
+        hosts: &["management.azure.com"],
+    },
+    WellKnown {
+        service: "Resource Manager",
+        cloud: Cloud::UsGov,
+        resource: "management.usgovcloudapi.net",
+        hosts: &[],
+    },
+    WellKnown {
+        service: "Resource Manager",
+        cloud: Cloud::UsGov,
+        resource: "management.core.usgovcloudapi.net",
+        hosts: &["management.usgovcloudapi.net"],
+    },
+    WellKnown {
+        service: "Resource Manager",
+        cloud: Cloud::China,
+        resource: "management.chinacloudapi.cn",
+        hosts: &[],
+    },
+    WellKnown {
+        service: "Resource Manager",
+        cloud: Cloud::China,
+        resource: "management.core.chinacloudapi.cn",
+        hosts: &["management.chinacloudapi.cn"],
+    },
+    WellKnown {
+        service: "Cosmos DB",
+        cloud: Cloud::Every,
+        resource: "cosmos.azure.com",
+        hosts: &[
+            "*.documents.azure.com",
+            "*.documents.azure.us",
+            "*.documents.azure.cn",
+        ],
+    },
+    WellKnown {
+        service: "Service Bus",
+        cloud: Cloud::Every,
+        resource: "servicebus.azure.net",
+        hosts: SERVICE_BUS_HOSTS,
+    },
+    WellKnown {
+        service: "Event Hubs",
+        cloud: Cloud::Every,
+        resource: "eventhubs.azure.net",
+        hosts: SERVICE_BUS_HOSTS,
+    },
+    WellKnown {
+        service: "Cognitive Services / Azure OpenAI",
+        cloud: Cloud::Public,
+        resource: "cognitiveservices.azure.com",
+        hosts: &[
+            "*.cognitiveservices.azure.com",
+            "*.openai.azure.com",
+            "*.services.ai.azure.com",
+        ],
+    },
+    WellKnown {
+        service: "Cognitive Services / Azure OpenAI",
+        cloud: Cloud::UsGov,
+        resource: "cognitiveservices.azure.us",
+        hosts: &["*.cognitiveservices.azure.us", "*.openai.azure.us"],
+    },
+    WellKnown {
+        service: "Cognitive Services / Azure OpenAI",
+        cloud: Cloud::China,
+        resource: "cognitiveservices.azure.cn",
+        hosts: &["*.cognitiveservices.azure.cn", "*.openai.azure.cn"],
+    },
+    WellKnown {
+        service: "Azure AI Foundry",
+        cloud: Cloud::Public,
+        resource: "ai.azure.com",
+        hosts: &["*.services.ai.azure.com"],
+    },
+    WellKnown {
+        service: "Azure SQL",
+        cloud: Cloud::Public,
+        resource: "database.windows.net",
+        hosts: &["*.database.windows.net"],
+    },
+    WellKnown {
+        service: "Azure SQL",
+        cloud: Cloud::UsGov,
+        resource: "database.usgovcloudapi.net",
+        hosts: &["*.database.usgovcloudapi.net"],
+    },
+    WellKnown {
+        service: "Azure SQL",
+        cloud: Cloud::China,
+        resource: "database.chinacloudapi.cn",
+        hosts: &["*.database.chinacloudapi.cn"],
+    },
+];
+
+/// OpenID Connect scopes: they name no resource and are left out of the derivation.
+const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+
+/// The origins one scope names, appended to `out`: `None` if it names none, else the
+/// well-known resource it is, if any.
+fn origins_of_scope(
+    scope: &str,
+    out: &mut Vec<AllowedOrigin>,
+) -> Option<Option<&'static WellKnown>> {
+    let uri = scope.trim().parse::<http::Uri>().ok()?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return None;
+    };
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let origin = Origin::new(scheme, authority.host(), authority.port_u16());
+    if origin.host.is_empty() || !origin.may_carry_token() {
+        return None;
+    }
+    let host = origin.host.to_ascii_lowercase();
+    let known = WELL_KNOWN
+        .iter()
+        .find(|k| origin.is_https() && origin.port == 443 && k.resource == host);
+    push_new(
+        out,
+        AllowedOrigin {
+            https: origin.is_https(),
+            host: HostPattern::Exact(host.into_boxed_str()),
+            port: origin.port,
+        },
+    );
+    for entry in known.map_or(&[][..], |k| k.hosts) {
+        push_new(
+            out,
+            AllowedOrigin::https(HostPattern::parse_table(entry), 443),
+        );
+    }
+    Some(known)
+}
+
+fn push_new(out: &mut Vec<AllowedOrigin>, origin: AllowedOrigin) {
+    if !out.contains(&origin) {
+        out.push(origin);
+    }
+}
+
+/// Where an [`AuthLayer`](crate::AuthLayer) sends its token, decided once when it is built.
+#[derive(Clone)]
+pub(crate) enum TokenOrigins {
+    /// `allow_any_origin()`: every origin rule X2 allows.
+    Any,
+    /// Only these origins.
+    Named(Arc<Named>),
+    /// The scopes name no host and no origins were given: every request fails.
+    Unnamed(Arc<Unnamed>),
+}
+
+/// Origins given to `allow_origins`, or derived from the scopes.
+pub(crate) struct Named {
+    origins: Box<[AllowedOrigin]>,
+    /// The scopes the origins were derived from (`None`: given to `allow_origins`).
+    derived_from: Option<Box<str>>,
+    /// Whether a request to another origin has been logged at `warn` level yet.
+    warned: AtomicBool,
+}
+
+/// Scopes that name no host.
+pub(crate) struct Unnamed {
+    scopes: Box<str>,
+    /// Whether the configuration error has been logged yet.
+    logged: AtomicBool,
+}
+
+/// What the layer does with one request.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Attach the token.
+    Attach,
+    /// Send the request as it is.
+    Skip,
+    /// Fail the request with this error.
+    Refuse(Error),
+}
+
+impl TokenOrigins {
+    /// The origins `scopes` name (rule X5), or [`TokenOrigins::Unnamed`].
+    pub(crate) fn from_scopes(scopes: &[String]) -> TokenOrigins {
+        let mut origins = Vec::new();
+        let mut unnamed = Vec::new();
+        let mut named = Vec::new();
+        for scope in scopes {
+            let s = scope.trim();
+            if OIDC_SCOPES.iter().any(|o| o.eq_ignore_ascii_case(s)) {
+                continue;
+            }
+            match origins_of_scope(s, &mut origins) {
+                None => unnamed.push(s.to_string()),
+                Some(None) => named.push(s.to_string()),
+                Some(Some(k)) => named.push(format!("{s}: {}, {}", k.service, k.cloud)),
+            }
+        }
+        if origins.is_empty() {
+            let scopes = if unnamed.is_empty() {
+                scopes.join(" ")
+            } else {
+                unnamed.join(" ")
+            };
+            return TokenOrigins::Unnamed(Arc::new(Unnamed {
+                scopes: scopes.into_boxed_str(),
+                logged: AtomicBool::new(false),
+            }));
+        }
+        TokenOrigins::Named(Arc::new(Named {
+            origins: origins.into_boxed_slice(),
+            derived_from: Some(named.join("; ").into_boxed_str()),
+            warned: AtomicBool::new(false),
+        }))
+    }
+
+    /// Origins given to `allow_origins`.
+    pub(crate) fn allowed<I, S>(origins: I) -> Result<TokenOrigins, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut parsed = Vec::new();
+        for o in origins {
+            push_new(&mut parsed, AllowedOrigin::parse(o.as_ref())?);
+        }
+        if parsed.is_empty() {
+            return Err(Error::config(
+                "allow_origins needs at least one origin (to send the token nowhere, leave the AuthLayer out)",
+            ));
+        }
+        Ok(TokenOrigins::Named(Arc::new(Named {
+            origins: parsed.into_boxed_slice(),
+            derived_from: None,
+            warned: AtomicBool::new(false),
+        })))
+    }
+
+    /// Decides for one request to `origin` that has no `Authorization` header yet. Allocates
+    /// nothing unless the request is refused.
+    pub(crate) fn decide(&self, origin: &Origin<'_>) -> Decision {
+        match self {
+            TokenOrigins::Any => {}
+            TokenOrigins::Named(named) => {
+                if !named.origins.iter().any(|o| o.matches(origin)) {
+                    named.note_skipped(origin);
+                    return Decision::Skip;
+                }
+            }
+            TokenOrigins::Unnamed(unnamed) => return Decision::Refuse(unnamed.error()),
+        }
+        if origin.may_carry_token() {
+            Decision::Attach
+        } else {
+            Decision::Refuse(Error::config(format!(
+                "refusing to send a bearer token to {origin}: only https, or plain http to a loopback host (rule X2)"
+            )))
+        }
+    }
+
+    /// Whether the token goes only to named origins (or nowhere).
+    pub(crate) fn is_restricted(&self) -> bool {
+        !matches!(self, TokenOrigins::Any)
+    }
+
+    /// The resilience report's check of where the token goes: its status and detail.
+    pub(crate) fn report(&self) -> (Status, String) {
+        match self {
+            TokenOrigins::Any => (
+                Status::Warn,
+                "AuthLayer::allow_any_origin(): every origin the client calls gets the token, redirect targets included; name them with AuthLayer::allow_origins".into(),
+            ),
+            TokenOrigins::Named(named) => {
+                let list = named.list(4);
+                let detail = match &named.derived_from {
+                    Some(scopes) => format!("derived from the scopes ({scopes}): {list}"),
+                    None => format!("AuthLayer::allow_origins: {list}"),
+                };
+                (Status::Pass, detail)
+            }
+            TokenOrigins::Unnamed(unnamed) => (Status::Fail, unnamed.message()),
+        }
+    }
+}
+
+impl Named {
+    /// The first `max` origins, and how many more there are.
+    fn list(&self, max: usize) -> String {
+        let mut s = self
+            .origins
+            .iter()
+            .take(max)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.origins.len() > max {
+            s.push_str(&format!(" and {} more", self.origins.len() - max));
+        }
+        s
+    }
+
+    fn note_skipped(&self, origin: &Origin<'_>) {
+        tracing::debug!(%origin, "request sent without the token: not one of its origins");
+        if let Some(scopes) = &self.derived_from {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    %origin,
+                    scopes = &**scopes,
+                    origins = %self.list(4),
+                    "request sent without the token: its origin is not one the token's scopes name; if it should get the token, name it with AuthLayer::allow_origins (logged once)"
+                );
+            }
+        }
+    }
+}
+
+impl Unnamed {
+    fn message(&self) -> String {
+        format!(
+            "no origin to send the token to: the scopes ({}) name no https host; name the API's origins with AuthLayer::allow_origins([\"https://api.example.com\"]), or send the token everywhere with AuthLayer::allow_any_origin() (rule X5)",
+            self.scopes
+        )
+    }
+
+    fn error(&self) -> Error {
+        let message = self.message();
+        if !self.logged.swap(true, Ordering::Relaxed) {
+            tracing::error!("AuthLayer: {message}");
+        }
+        Error::config(message)
+    }
+}
+
+impl fmt::Debug for TokenOrigins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenOrigins::Any => f.write_str("Any"),
+            TokenOrigins::Named(n) => f
+                .debug_struct("Named")
+                .field("origins", &n.origins)
+                .field("derived_from", &n.derived_from)
+                .finish(),
+            TokenOrigins::Unnamed(u) => f.debug_tuple("Unnamed").field(&u.scopes).finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins(scopes: &[&str]) -> Vec<String> {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        match TokenOrigins::from_scopes(&scopes) {
+            TokenOrigins::Named(n) => n.origins.iter().map(ToString::to_string).collect(),
+            other => panic!("no origins: {other:?}"),
+        }
+    }
+
+    fn decide(t: &TokenOrigins, uri: &str) -> &'static str {
+        let uri: http::Uri = uri.parse().unwrap();
+        match t.decide(&Origin::of_uri(&uri)) {
+            Decision::Attach => "attach",
+            Decision::Skip => "skip",
+            Decision::Refuse(_) => "refuse",
+        }
+    }
+
+    fn scope(s: &str) -> TokenOrigins {
+        TokenOrigins::from_scopes(&[s.to_string()])
+    }
+
+    #[test]
+    fn x5_subdomain_patterns_match_subdomains_only() {
+        let p = HostPattern::Subdomains("vault.azure.net".into());
+        assert!(p.matches("myvault.vault.azure.net"));
+        assert!(p.matches("MyVault.Vault.Azure.NET"));
+        assert!(p.matches("a.b.vault.azure.net"));
+        assert!(!p.matches("vault.azure.net"));
+        assert!(!p.matches(".vault.azure.net"));
+        assert!(!p.matches("evilvault.azure.net"));
+        assert!(!p.matches("myvault.vault.azure.net.evil.com"));
+        assert!(!p.matches("myvault-vault.azure.net"));
+    }
+
+    #[test]
+    fn x5_every_table_entry_is_well_formed() {
+        for k in WELL_KNOWN {
+            assert_eq!(k.resource, k.resource.to_ascii_lowercase());
+            assert!(!k.resource.starts_with('*'), "{k:?}");
+            for h in k.hosts {
+                assert_eq!(*h, h.to_ascii_lowercase());
+                let bare = h.strip_prefix("*.").unwrap_or(h);
+                assert!(bare.contains('.') && !bare.contains('*'), "{k:?}");
+            }
+        }
+        let mut resources: Vec<_> = WELL_KNOWN.iter().map(|k| k.resource).collect();
+        resources.sort_unstable();
+        resources.dedup();
+        assert_eq!(resources.len(), WELL_KNOWN.len(), "one entry per resource");
+    }
+
+    #[test]
+    fn x5_request_origin_normalises_brackets_dots_and_ports() {
+        let uri: http::Uri = "https://MyVault.vault.azure.net./x".parse().unwrap();
+        let t = scope("https://vault.azure.net/.default");
+        assert!(matches!(t.decide(&Origin::of_uri(&uri)), Decision::Attach));
+        assert_eq!(
+            decide(&t, "https://myvault.vault.azure.net:443/x"),
+            "attach"
+        );
+        assert_eq!(decide(&t, "https://myvault.vault.azure.net:8443/x"), "skip");
+        assert_eq!(decide(&t, "http://myvault.vault.azure.net/x"), "skip");
+        let loopback = scope("http://[::1]:8080/.default");
+        assert_eq!(decide(&loopback, "http://[::1]:8080/x"), "attach");
+        assert_eq!(decide(&loopback, "http://[::1]:8081/x"), "skip");
+    }
+
+    #[test]
+    fn x5_allowed_origin_parsing() {
+        let ok = |s: &str| AllowedOrigin::parse(s).unwrap().to_string();
+        assert_eq!(ok("https://API.example.com"), "https://api.example.com");
+        assert_eq!(
+            ok("https://api.example.com:443/"),
+            "https://api.example.com"
+        );
+        assert_eq!(
+            ok("https://api.example.com:8443"),
+            "https://api.example.com:8443"
+        );
+        assert_eq!(ok("https://*.example.com"), "https://*.example.com");
+        assert_eq!(ok("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(ok("http://[::1]:8080"), "http://[::1]:8080");
+        assert_eq!(ok("http://localhost"), "http://localhost");
+        for bad in [
+            "api.example.com",
+            "https://",
+            "https://api.example.com/path",
+            "https://api.example.com?q=1",
+            "https://user:pw@api.example.com",
+            "http://api.example.com",
+            "ftp://api.example.com",
+            "https://*.com",
+            "http://*.localhost",
+            "https://*.10.0.0.1",
+            "not an origin",
+        ] {
+            assert!(AllowedOrigin::parse(bad).is_err(), "{bad}");
+        }
+        assert!(TokenOrigins::allowed(Vec::<String>::new()).is_err());
+    }
+
+    #[test]
+    fn x5_oidc_scopes_are_ignored_and_hosts_are_united() {
+        assert_eq!(
+            origins(&[
+                "https://graph.microsoft.com/User.Read",
+                "offline_access",
+                "openid"
+            ]),
+            ["https://graph.microsoft.com"]
+        );
+        assert!(matches!(
+            TokenOrigins::from_scopes(&["openid".to_string(), "profile".to_string()]),
+            TokenOrigins::Unnamed(_)
+        ));
+    }
+}

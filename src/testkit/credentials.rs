@@ -1,0 +1,641 @@
+//! [`TokenCredential`]s for tests: in-memory clients of the fake's token endpoint and IMDS, and
+//! wrappers that make any credential panic, slow or counted.
+//!
+//! The wrappers compose (each wraps any `TokenCredential`) and use only the tokio clock, so
+//! paused-time tests control them:
+//!
+//! ```no_run
+//! # #[cfg(feature = "reqwest")]
+//! # async fn demo() -> Result<(), resilient_auth::Error> {
+//! use std::time::Duration;
+//! use resilient_auth::testkit::credentials::{CountingCredential, PanickingCredential, SlowCredential};
+//! use resilient_auth::testkit::FakeIdentityProvider;
+//!
+//! let idp = FakeIdentityProvider::builder().build()?;
+//! // the first call panics, every call takes 2 s, and `calls` counts them
+//! let credential = CountingCredential::new(SlowCredential::new(
+//!     PanickingCredential::on_call(idp.credential("tenant", "client"), 1),
+//!     Duration::from_secs(2),
+//! ));
+//! let calls = credential.counter();
+//! # let _ = (credential, calls);
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::handler::lock;
+use crate::credential::{CredentialIdentity, TokenCredential, TokenRequest};
+use crate::{Error, TokenResponse};
+
+#[cfg(feature = "reqwest")]
+pub use self::fake::{FakeClientSecretCredential, FakeImdsCredential};
+
+/// How many [`CallRecord`]s a [`CallCounter`] keeps (the oldest go first; the totals count all).
+pub const MAX_CALL_RECORDS: usize = 100_000;
+
+/// When a [`PanickingCredential`] panics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PanicWhen {
+    /// On these calls, numbered from 1.
+    Calls(Range<u64>),
+    /// On calls made during this window, measured from the credential's start (see
+    /// [`PanickingCredential::since`]) on the tokio clock.
+    Window(Range<Duration>),
+}
+
+/// A credential that panics on chosen calls, and otherwise calls `inner`.
+///
+/// The panic happens inside the returned future, when it is first polled: where a token cache
+/// runs its fetch (a spawned task, typically). The call is counted either way.
+///
+/// # Panics
+/// On purpose, on the calls its [`PanicWhen`] selects; never otherwise.
+#[derive(Debug)]
+pub struct PanickingCredential<C> {
+    inner: C,
+    when: PanicWhen,
+    since: Instant,
+    calls: AtomicU64,
+}
+
+impl<C: TokenCredential> PanickingCredential<C> {
+    /// Panics on the `n`-th call (numbered from 1) only.
+    pub fn on_call(inner: C, n: u64) -> Self {
+        Self::new(inner, PanicWhen::Calls(n..n.saturating_add(1)))
+    }
+
+    /// Panics on the calls in `calls` (numbered from 1), e.g. `1..4` for the first three.
+    pub fn on_calls(inner: C, calls: Range<u64>) -> Self {
+        Self::new(inner, PanicWhen::Calls(calls))
+    }
+
+    /// Panics on every call made during `window`, measured from now (or from
+    /// [`since`](Self::since)).
+    pub fn during(inner: C, window: Range<Duration>) -> Self {
+        Self::new(inner, PanicWhen::Window(window))
+    }
+
+    /// Measures [`PanicWhen::Window`] from `start` instead of from construction, e.g.
+    /// [`FakeIdentityProvider::started_at`](super::FakeIdentityProvider::started_at) to share
+    /// the fake's fault clock.
+    #[must_use]
+    pub fn since(mut self, start: Instant) -> Self {
+        self.since = start;
+        self
+    }
+
+    fn new(inner: C, when: PanicWhen) -> Self {
+        PanickingCredential {
+            inner,
+            when,
+            since: Instant::now(),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// How many calls it has had.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl<C: TokenCredential> TokenCredential for PanickingCredential<C> {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let panics = match &self.when {
+            PanicWhen::Calls(calls) => calls.contains(&n),
+            PanicWhen::Window(window) => window.contains(&self.since.elapsed()),
+        };
+        Box::pin(async move {
+            if panics {
+                panic!("testkit: PanickingCredential panics on call {n}");
+            }
+            self.inner.get_token(request).await
+        })
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        self.inner.identity()
+    }
+}
+
+/// A credential that waits `delay` (tokio clock) before each call to `inner`: a slow or, with
+/// a long delay, a hanging identity provider as a credential sees it.
+#[derive(Debug)]
+pub struct SlowCredential<C> {
+    inner: C,
+    delay: Duration,
+}
+
+impl<C: TokenCredential> SlowCredential<C> {
+    /// Each call waits `delay`, then calls `inner`. `Duration::MAX` never finishes.
+    pub fn new(inner: C, delay: Duration) -> Self {
+        SlowCredential { inner, delay }
+    }
+}
+
+impl<C: TokenCredential> TokenCredential for SlowCredential<C> {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.get_token(request).await
+        })
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        self.inner.identity()
+    }
+}
+
+/// How a counted call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CallResult {
+    /// Not finished yet.
+    InFlight,
+    /// Returned a token.
+    Ok,
+    /// Returned an error.
+    Err,
+    /// Its future was dropped before it finished: it panicked, or its caller cancelled it.
+    Unfinished,
+}
+
+/// One counted call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallRecord {
+    /// When it was made (tokio clock).
+    pub at: Instant,
+    /// When it finished or was dropped.
+    pub ended: Option<Instant>,
+    /// The claims it asked for.
+    pub claims: Option<Arc<str>>,
+    /// How it ended.
+    pub result: CallResult,
+}
+
+#[derive(Debug, Default)]
+struct Calls {
+    records: VecDeque<CallRecord>,
+    first: u64,
+    total: u64,
+    ok: u64,
+    err: u64,
+    unfinished: u64,
+}
+
+/// The shared counts of a [`CountingCredential`] (clones share them), readable after the
+/// credential has moved into a cache.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter {
+    calls: Arc<Mutex<Calls>>,
+}
+
+impl CallCounter {
+    /// Calls made.
+    pub fn calls(&self) -> u64 {
+        lock(&self.calls).total
+    }
+
+    /// Calls that returned a token.
+    pub fn succeeded(&self) -> u64 {
+        lock(&self.calls).ok
+    }
+
+    /// Calls that returned an error.
+    pub fn failed(&self) -> u64 {
+        lock(&self.calls).err
+    }
+
+    /// Calls whose future was dropped unfinished (a panic or a cancellation).
+    pub fn unfinished(&self) -> u64 {
+        lock(&self.calls).unfinished
+    }
+
+    /// Calls not finished yet.
+    pub fn in_flight(&self) -> u64 {
+        let c = lock(&self.calls);
+        c.total - c.ok - c.err - c.unfinished
+    }
+
+    /// The last [`MAX_CALL_RECORDS`] calls, oldest first.
+    pub fn records(&self) -> Vec<CallRecord> {
+        lock(&self.calls).records.iter().cloned().collect()
+    }
+
+    fn start(&self, claims: Option<Arc<str>>) -> u64 {
+        let mut c = lock(&self.calls);
+        let id = c.total;
+        c.total += 1;
+        if c.records.len() >= MAX_CALL_RECORDS {
+            c.records.pop_front();
+            c.first += 1;
+        }
+        c.records.push_back(CallRecord {
+            at: Instant::now(),
+            ended: None,
+            claims,
+            result: CallResult::InFlight,
+        });
+        id
+    }
+
+    fn end(&self, id: u64, result: CallResult) {
+        let mut c = lock(&self.calls);
+        match result {
+            CallResult::Ok => c.ok += 1,
+            CallResult::Err => c.err += 1,
+            CallResult::Unfinished => c.unfinished += 1,
+            CallResult::InFlight => {}
+        }
+        let first = c.first;
+        let index = id.checked_sub(first).and_then(|i| usize::try_from(i).ok());
+        if let Some(r) = index.and_then(|i| c.records.get_mut(i)) {
+            r.ended = Some(Instant::now());
+            r.result = result;
+        }
+    }
+}
+
+/// Counts a call as unfinished if dropped before it ends.
+struct CallGuard {
+    counter: CallCounter,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.counter.end(self.id, CallResult::Unfinished);
+        }
+    }
+}
+
+/// A credential that counts and records the calls to `inner`: made, succeeded, failed,
+/// unfinished (panicked or cancelled), with their times and claims.
+#[derive(Debug)]
+pub struct CountingCredential<C> {
+    inner: C,
+    counter: CallCounter,
+}
+
+impl<C: TokenCredential> CountingCredential<C> {
+    /// Counts the calls to `inner`.
+    pub fn new(inner: C) -> Self {
+        CountingCredential {
+            inner,
+            counter: CallCounter::default(),
+        }
+    }
+
+    /// A handle on the counts that stays valid after the credential has moved.
+    pub fn counter(&self) -> CallCounter {
+        self.counter.clone()
+    }
+}
+
+impl<C: TokenCredential> TokenCredential for CountingCredential<C> {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        let id = self.counter.start(request.claims.clone());
+        let mut guard = CallGuard {
+            counter: self.counter.clone(),
+            id,
+            done: false,
+        };
+        Box::pin(async move {
+            let result = self.inner.get_token(request).await;
+            guard.done = true;
+            let r = if result.is_ok() {
+                CallResult::Ok
+            } else {
+                CallResult::Err
+            };
+            guard.counter.end(guard.id, r);
+            result
+        })
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        self.inner.identity()
+    }
+}
+
+impl fmt::Display for CallResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CallResult::InFlight => "in flight",
+            CallResult::Ok => "ok",
+            CallResult::Err => "error",
+            CallResult::Unfinished => "unfinished",
+        })
+    }
+}
+
+#[cfg(feature = "reqwest")]
+mod fake {
+    use std::fmt;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use bytes::Bytes;
+    use futures_util::future::BoxFuture;
+    use http::{HeaderValue, Method, Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Full};
+
+    use super::super::handler::{handle, State};
+    use crate::credential::http::{identity_provider_error, DEFAULT_TIMEOUT};
+    use crate::credential::managed_identity::mi_error;
+    use crate::credential::{CredentialIdentity, TokenCredential, TokenRequest};
+    use crate::token::parse_token_response;
+    use crate::{Error, TokenResponse};
+
+    /// Sends `req` to the fake in memory with `timeout` over the whole exchange, as the real
+    /// credentials' `send_raw` does; returns status, headers and body.
+    async fn send(
+        state: &State,
+        req: Request<Bytes>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), Error> {
+        let response: Response<Full<Bytes>> =
+            match tokio::time::timeout(timeout, handle(state, req)).await {
+                Err(_) => return Err(Error::Timeout { after: timeout }),
+                Ok(Err(io)) => {
+                    return Err(Error::Unavailable {
+                        what: "identity provider",
+                        source: Some(Arc::new(io)),
+                    })
+                }
+                Ok(Ok(r)) => r,
+            };
+        let (parts, body) = response.into_parts();
+        let body = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(never) => match never {},
+        };
+        Ok((parts.status, parts.headers, body))
+    }
+
+    fn request_for(
+        method: Method,
+        uri: &str,
+        headers: &[(&'static str, &str)],
+        body: Bytes,
+    ) -> Result<Request<Bytes>, Error> {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| Error::config(format!("invalid {name} header value")))?;
+            builder = builder.header(*name, value);
+        }
+        builder
+            .body(body)
+            .map_err(|_| Error::config("could not build the token request"))
+    }
+
+    /// A client-secret credential that calls the fake's token endpoint in memory: the same
+    /// request as [`ClientSecretCredential`](crate::ClientSecretCredential) (`POST
+    /// /{tenant}/oauth2/v2.0/token`, form `grant_type=client_credentials`, `client_id`,
+    /// `client_secret`, `scope`, and `claims` after a CAE challenge), one attempt per call with
+    /// a per-attempt timeout (default 10 s, as the real one), and the answer mapped by the
+    /// crate's own token-response parser and identity-provider error mapping (so `Retry-After`
+    /// reaches [`Error::retry_after`] exactly as with the real credential). Its identity has
+    /// kind `client_secret`.
+    ///
+    /// Get one with [`FakeIdentityProvider::credential`](super::super::FakeIdentityProvider::credential).
+    pub struct FakeClientSecretCredential {
+        state: Arc<State>,
+        authority: String,
+        tenant: String,
+        client_id: String,
+        timeout: Duration,
+    }
+
+    impl FakeClientSecretCredential {
+        pub(crate) fn new(
+            state: Arc<State>,
+            authority: String,
+            tenant: &str,
+            client_id: &str,
+        ) -> Self {
+            FakeClientSecretCredential {
+                state,
+                authority,
+                tenant: tenant.to_owned(),
+                client_id: client_id.to_owned(),
+                timeout: DEFAULT_TIMEOUT,
+            }
+        }
+
+        /// The per-attempt timeout (default 10 s); a hanging endpoint fails the call with
+        /// [`Error::Timeout`] after it.
+        #[must_use]
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.timeout = timeout;
+            self
+        }
+
+        /// The token URL it posts to.
+        pub fn token_url(&self) -> String {
+            format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant)
+        }
+    }
+
+    impl FakeClientSecretCredential {
+        fn request(&self, request: &TokenRequest) -> Result<Request<Bytes>, Error> {
+            let scope = request.scopes.join(" ");
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials")
+                .append_pair("client_id", &self.client_id)
+                .append_pair("client_secret", "fake-secret");
+            if !scope.is_empty() {
+                form.append_pair("scope", &scope);
+            }
+            if let Some(claims) = &request.claims {
+                form.append_pair("claims", claims);
+            }
+            request_for(
+                Method::POST,
+                &self.token_url(),
+                &[
+                    ("accept", "application/json"),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                Bytes::from(form.finish()),
+            )
+        }
+    }
+
+    impl TokenCredential for FakeClientSecretCredential {
+        fn get_token<'a>(
+            &'a self,
+            request: &'a TokenRequest,
+        ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+            Box::pin(async move {
+                let req = self.request(request)?;
+                let (status, headers, body) = send(&self.state, req, self.timeout).await?;
+                if status.is_success() {
+                    parse_token_response(&body, SystemTime::now())
+                } else {
+                    Err(identity_provider_error(status, &headers, &body))
+                }
+            })
+        }
+
+        fn identity(&self) -> CredentialIdentity {
+            CredentialIdentity::new("client_secret", &self.authority)
+                .with_tenant(&self.tenant)
+                .with_client_id(&self.client_id)
+        }
+    }
+
+    impl fmt::Debug for FakeClientSecretCredential {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("FakeClientSecretCredential")
+                .field("authority", &self.authority)
+                .field("tenant", &self.tenant)
+                .field("client_id", &self.client_id)
+                .field("timeout", &self.timeout)
+                .finish_non_exhaustive()
+        }
+    }
+
+    /// A managed-identity credential that calls the fake's IMDS in memory: the same request as
+    /// [`ManagedIdentityCredential`](crate::ManagedIdentityCredential)'s IMDS source (`GET
+    /// /metadata/identity/oauth2/token?api-version=2018-02-01&resource=…`, `Metadata: true`,
+    /// claims never sent), one attempt per call with a per-attempt timeout (default 10 s), and
+    /// the answer mapped by the crate's token-response parser and managed-identity error
+    /// mapping. Its identity has kind `managed_identity/imds`.
+    ///
+    /// It makes one attempt per call: retrying is the token cache's job.
+    ///
+    /// Get one with [`FakeIdentityProvider::imds_credential`](super::super::FakeIdentityProvider::imds_credential).
+    pub struct FakeImdsCredential {
+        state: Arc<State>,
+        authority: String,
+        client_id: Option<String>,
+        timeout: Duration,
+    }
+
+    impl FakeImdsCredential {
+        pub(crate) fn new(state: Arc<State>, authority: String) -> Self {
+            FakeImdsCredential {
+                state,
+                authority,
+                client_id: None,
+                timeout: DEFAULT_TIMEOUT,
+            }
+        }
+
+        /// The per-attempt timeout (default 10 s).
+        #[must_use]
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.timeout = timeout;
+            self
+        }
+
+        /// A user-assigned identity by client id (`client_id=` in the query).
+        #[must_use]
+        pub fn user_assigned_client_id(mut self, client_id: impl Into<String>) -> Self {
+            self.client_id = Some(client_id.into());
+            self
+        }
+    }
+
+    /// `https://x/.default` → `https://x`; exactly one scope, as the real credential wants.
+    fn resource_of(request: &TokenRequest) -> Result<String, Error> {
+        match &*request.scopes {
+            [scope] => {
+                let scope = scope.trim();
+                let resource = scope.strip_suffix("/.default").unwrap_or(scope);
+                if resource.is_empty() {
+                    Err(Error::config("managed identity scope is empty"))
+                } else {
+                    Ok(resource.to_owned())
+                }
+            }
+            _ => Err(Error::config(
+                "managed identity takes exactly one scope (a resource)",
+            )),
+        }
+    }
+
+    impl FakeImdsCredential {
+        fn request(&self, request: &TokenRequest) -> Result<Request<Bytes>, Error> {
+            let resource = resource_of(request)?;
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query
+                .append_pair("api-version", "2018-02-01")
+                .append_pair("resource", &resource);
+            if let Some(id) = &self.client_id {
+                query.append_pair("client_id", id);
+            }
+            let uri = format!(
+                "{}/metadata/identity/oauth2/token?{}",
+                self.authority,
+                query.finish()
+            );
+            request_for(
+                Method::GET,
+                &uri,
+                &[("metadata", "true"), ("accept", "application/json")],
+                Bytes::new(),
+            )
+        }
+    }
+
+    impl TokenCredential for FakeImdsCredential {
+        fn get_token<'a>(
+            &'a self,
+            request: &'a TokenRequest,
+        ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+            Box::pin(async move {
+                let req = self.request(request)?;
+                let (status, headers, body) = send(&self.state, req, self.timeout).await?;
+                if status.is_success() {
+                    parse_token_response(&body, SystemTime::now())
+                } else {
+                    Err(mi_error(status, &headers, &body))
+                }
+            })
+        }
+
+        fn identity(&self) -> CredentialIdentity {
+            let identity = CredentialIdentity::new("managed_identity/imds", &self.authority);
+            match &self.client_id {
+                Some(id) => identity.with_client_id(id),
+                None => identity,
+            }
+        }
+    }
+
+    impl fmt::Debug for FakeImdsCredential {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("FakeImdsCredential")
+                .field("authority", &self.authority)
+                .field("client_id", &self.client_id)
+                .field("timeout", &self.timeout)
+                .finish_non_exhaustive()
+        }
+    }
+}
