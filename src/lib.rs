@@ -19,6 +19,8 @@
 //! | `testkit` | no | `testkit::FakeIdentityProvider`: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults, for tests (an HTTP server; this crate's examples and tests turn it on themselves) |
 //! | `file-store` | no | `FileStore`: tokens in `0600` files, kept across restarts (native apps) |
 //! | `redis` | no | `RedisStore`: tokens shared by replicas through Redis, optionally encrypted |
+//! | `azure` | no | [`azure`]: Azure SDK for Rust adapters (a `TokenCache` as an SDK credential, SDK credentials as sources, the layers as an SDK transport) |
+//! | `testkit-tls` | no | the testkit over HTTPS on loopback with a generated CA (`FakeIdentityProvider::start_https`) |
 //! | `full` | no | everything |
 //!
 //! # Example
@@ -51,6 +53,9 @@
 #[doc(hidden)]
 #[path = "fuzz.rs"]
 pub mod __fuzz;
+#[cfg(feature = "azure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
+pub mod azure;
 mod cache;
 pub mod credential;
 #[cfg(all(feature = "fuzzing", feature = "reqwest"))]
