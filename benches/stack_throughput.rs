@@ -107,7 +107,9 @@ fn bench(c: &mut Criterion) {
     // The baselines send the same (static) Authorization header, so every variant puts the same
     // bytes on the wire and the figures compare middleware, not a 1.4 KB header.
     let mut headers = http::HeaderMap::new();
-    headers.insert(http::header::AUTHORIZATION, token.header_value().clone());
+    let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.secret())).unwrap();
+    value.set_sensitive(true);
+    headers.insert(http::header::AUTHORIZATION, value);
     let reqwest = reqwest::Client::builder()
         .no_proxy()
         .default_headers(headers)

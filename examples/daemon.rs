@@ -3,14 +3,16 @@
 //! `cargo run --example daemon` (no arguments) starts the embedded fake identity provider and
 //! API (`resilient_auth::testkit`) with a fault script — an identity-provider outage while a
 //! token is cached, a 429 burst and 503s on the API — runs a daemon loop through the four layers
-//! for ~30 s with a live line per second, then runs the same script without the layers and
-//! prints both summaries side by side.
+//! for ~30 s with a live line per second, then runs the same script without the layers, prints
+//! both summaries side by side, and writes a timeline of both runs as an SVG file
+//! (`target/demo.svg`; see `timeline/mod.rs`), whose path it prints.
 //!
 //! With arguments it is a real daemon against real endpoints:
 //!
 //! ```text
 //! cargo run --example daemon -- --mode cca --scope api://x/.default --api https://api.example.com/data \
-//!     [--idp URL] [--interval 0.5] [--duration 60] [--out report.jsonl]
+//!     [--idp URL] [--interval 0.5] [--duration 60] [--out report.jsonl] [--svg timeline.svg]
+//! cargo run --example daemon -- --from report.jsonl --svg timeline.svg   # draw an earlier run
 //! ```
 //!
 //! Credentials come from the usual environment (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
@@ -18,6 +20,9 @@
 //! `AZURE_FEDERATED_TOKEN_FILE`, the managed-identity variables); `--mode cca|mi|workload`
 //! picks the source and `--idp` overrides the authority host (or the IMDS base for `mi`). Extra trusted CAs come from `SSL_CERT_FILE`. With `--out`, one
 //! JSON object a line per iteration, between a `{"event":"start"}` and an `{"event":"end"}` line.
+//! A failed token acquisition prints its one-line cause (e.g. `identity provider returned
+//! http_403`) and, for common setup mistakes, a hint. `--svg FILE` draws the run's timeline
+//! (calls, waits, token requests, stretches of failures) the way the scripted demo does.
 
 use std::error::Error as StdError;
 use std::io::Write;
@@ -36,9 +41,12 @@ use resilient_auth::{
 };
 use tokio::time::{Instant, MissedTickBehavior};
 
+#[path = "timeline/mod.rs"]
+pub(crate) mod timeline;
+use timeline::{Call, Lane, Table, Timeline, TokenRequest, Window};
+
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-const DEMO_SECS: u64 = 30;
 const TENANT: &str = "demo-tenant";
 const SCOPE: &str = "api://demo/.default";
 
@@ -67,60 +75,83 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// The fault script, in seconds since start.
-fn script() -> FakeIdentityProviderBuilderExt {
-    FakeIdentityProviderBuilderExt(vec![
-        (
-            "identity provider down (503) while a token is cached",
-            Fault::new(
-                Target::Token,
-                secs(12)..secs(17),
-                FaultKind::Unavailable { retry_after: None },
-            ),
-        ),
-        (
-            "API throttles: 429 + Retry-After: 2",
-            Fault::new(
-                Target::Api,
-                secs(20)..secs(23),
-                FaultKind::TooManyRequests {
-                    retry_after: secs(2),
-                },
-            ),
-        ),
-        (
-            "API answers 503 without Retry-After",
-            Fault::new(
-                Target::Api,
-                secs(25)..secs(27),
-                FaultKind::Unavailable { retry_after: None },
-            ),
-        ),
-    ])
+/// A fault script and how long the daemon loop runs against it.
+pub(crate) struct Scenario {
+    /// How long each run's loop calls the API.
+    pub(crate) run_for: Duration,
+    /// One call per interval.
+    pub(crate) interval: Duration,
+    /// The lifetime of the tokens the fake identity provider issues.
+    pub(crate) token_lifetime: Duration,
+    /// (what happens, a short label for the timeline, the fault).
+    pub(crate) faults: Vec<(&'static str, &'static str, Fault)>,
 }
 
-struct FakeIdentityProviderBuilderExt(Vec<(&'static str, Fault)>);
-
-impl FakeIdentityProviderBuilderExt {
+impl Scenario {
     async fn start(&self) -> Result<FakeIdentityProvider, BoxError> {
-        let mut b = FakeIdentityProvider::builder().token_lifetime(secs(30));
-        for (_, f) in &self.0 {
+        let mut b = FakeIdentityProvider::builder().token_lifetime(self.token_lifetime);
+        for (_, _, f) in &self.faults {
             b = b.fault(f.clone());
         }
         Ok(b.start().await?)
     }
 }
 
+/// The demo's fault script, in seconds since start.
+fn script() -> Scenario {
+    Scenario {
+        run_for: secs(30),
+        interval: Duration::from_millis(500),
+        token_lifetime: secs(30),
+        faults: vec![
+            (
+                "identity provider down (503) while a token is cached",
+                "identity provider down: 503",
+                Fault::new(
+                    Target::Token,
+                    secs(12)..secs(17),
+                    FaultKind::Unavailable { retry_after: None },
+                ),
+            ),
+            (
+                "API throttles: 429 + Retry-After: 2",
+                "API 429, Retry-After: 2",
+                Fault::new(
+                    Target::Api,
+                    secs(20)..secs(23),
+                    FaultKind::TooManyRequests {
+                        retry_after: secs(2),
+                    },
+                ),
+            ),
+            (
+                "API answers 503 without Retry-After",
+                "API 503, no Retry-After",
+                Fault::new(
+                    Target::Api,
+                    secs(25)..secs(27),
+                    FaultKind::Unavailable { retry_after: None },
+                ),
+            ),
+        ],
+    }
+}
+
+/// What one run did.
 #[derive(Debug, Default, Clone)]
-struct Summary {
-    api_ok: u64,
-    api_failed: u64,
-    token_requests: u64,
-    token_failures: u64,
-    retries: u64,
-    retry_after_waits: u64,
-    longest_wait: Duration,
-    longest_call: Duration,
+pub(crate) struct Summary {
+    pub(crate) api_ok: u64,
+    pub(crate) api_failed: u64,
+    pub(crate) token_requests: u64,
+    pub(crate) token_failures: u64,
+    pub(crate) retries: u64,
+    pub(crate) retry_after_waits: u64,
+    pub(crate) longest_wait: Duration,
+    pub(crate) longest_call: Duration,
+    /// Every API call, for the timeline.
+    pub(crate) calls: Vec<Call>,
+    /// Every token request the identity provider saw, for the timeline.
+    pub(crate) tokens: Vec<TokenRequest>,
 }
 
 #[derive(Default)]
@@ -130,11 +161,13 @@ struct Live {
 }
 
 async fn demo() -> Result<(), BoxError> {
+    let script = script();
     println!(
-        "resilient-auth daemon demo: a daemon calls a protected API every 0.5 s for {DEMO_SECS} s."
+        "resilient-auth daemon demo: a daemon calls a protected API every 0.5 s for {} s.",
+        script.run_for.as_secs()
     );
     println!("Tokens live 30 s (refreshed at about half-life). The fault script:");
-    for (what, f) in &script().0 {
+    for (what, _, f) in &script.faults {
         println!(
             "  {:>4.0}-{:<3.0}s  {what}",
             f.window.start.as_secs_f64(),
@@ -143,26 +176,97 @@ async fn demo() -> Result<(), BoxError> {
     }
     println!();
     println!("== with the four layers (RetryAfter, ExpBackoff, Auth, Timeout)");
-    let with = run(true).await?;
+    let with = run(&script, true).await?;
     println!();
     println!(
         "== the same script without them (plain reqwest; a naive token cache that refreshes at"
     );
     println!("   half-life and fails the call when the refresh fails; no retries)");
-    let without = run(false).await?;
+    let without = run(&script, false).await?;
     println!();
     print_summary(&with, &without);
+    let path = demo_svg_path();
+    std::fs::write(&path, demo_timeline(&script, &with, &without).to_svg())
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    println!();
+    println!(
+        "Timeline of both runs (open it in a browser or an image viewer): {}",
+        path.display()
+    );
     Ok(())
 }
 
-async fn run(layers: bool) -> Result<Summary, BoxError> {
-    let idp = script().start().await?;
+/// `target/demo.svg` next to the example's binary (`target/debug/examples/daemon`), relative to
+/// the working directory when it is under it; the binary's own directory otherwise.
+fn demo_svg_path() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .filter(|_| exe.parent().and_then(|p| p.file_name()) == Some("examples".as_ref()))
+        .or_else(|| exe.parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let path = dir.join("demo.svg");
+    match std::env::current_dir() {
+        Ok(cwd) => path
+            .strip_prefix(&cwd)
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or(path),
+        Err(_) => path,
+    }
+}
+
+/// The timeline of the two demo runs: one lane each, the script's fault windows, the summary.
+pub(crate) fn demo_timeline(script: &Scenario, with: &Summary, without: &Summary) -> Timeline {
+    let lane = |name: &str, s: &Summary| Lane {
+        name: name.into(),
+        calls: s.calls.clone(),
+        tokens: s.tokens.clone(),
+    };
+    Timeline {
+        title: "resilient-auth daemon demo".into(),
+        subtitle: format!(
+            "a call every {} for {}; one fault script, with the four layers and without",
+            timeline::fmt_secs(script.interval.as_secs_f64()),
+            timeline::fmt_secs(script.run_for.as_secs_f64()),
+        ),
+        notes: vec![
+            "One dot per API call, where it started; an amber bar: the call waited that long (a held".into(),
+            "Retry-After, a back-off) before its answer. Triangles: requests to the identity provider.".into(),
+            "Shaded: the script's fault windows. Opened on its own, each mark has a tooltip.".into(),
+        ],
+        span: script.run_for.as_secs_f64(),
+        windows: script
+            .faults
+            .iter()
+            .map(|(_, label, f)| Window {
+                start: f.window.start.as_secs_f64(),
+                end: f.window.end.as_secs_f64(),
+                label: (*label).into(),
+            })
+            .collect(),
+        window_legend: "fault window".into(),
+        lanes: vec![lane("with layers", with), lane("without", without)],
+        summary: Table {
+            header: vec!["summary".into(), "with layers".into(), "without".into()],
+            rows: summary_rows(with, without)
+                .into_iter()
+                .map(|(name, a, b)| vec![name.into(), a, b])
+                .collect(),
+        },
+    }
+}
+
+/// Runs the daemon loop once against a fresh fake identity provider playing `script`.
+pub(crate) async fn run(script: &Scenario, layers: bool) -> Result<Summary, BoxError> {
+    let idp = script.start().await?;
     let live = Arc::new(Live::default());
     let printer = tokio::spawn(print_live(live.clone(), Instant::now()));
     let summary = if layers {
-        run_with_layers(&idp, &live).await?
+        run_with_layers(script, &idp, &live).await?
     } else {
-        run_without_layers(&idp, &live).await?
+        run_without_layers(script, &idp, &live).await?
     };
     printer.abort();
     let log = idp.log();
@@ -171,9 +275,19 @@ async fn run(layers: bool) -> Result<Summary, BoxError> {
         .iter()
         .filter(|r| r.target == Target::Token && r.status != Some(200))
         .count() as u64;
+    let tokens = log
+        .iter()
+        .filter(|r| r.target == Target::Token)
+        .map(|r| TokenRequest {
+            at: r.at.as_secs_f64(),
+            ok: r.status == Some(200),
+            label: r.status.map_or("no answer".into(), |s| s.to_string()),
+        })
+        .collect();
     Ok(Summary {
         token_requests,
         token_failures,
+        tokens,
         ..summary
     })
 }
@@ -192,13 +306,17 @@ async fn print_live(live: Arc<Live>, t0: Instant) {
     }
 }
 
-fn every_half_second() -> tokio::time::Interval {
-    let mut i = tokio::time::interval(Duration::from_millis(500));
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval(period);
     i.set_missed_tick_behavior(MissedTickBehavior::Skip);
     i
 }
 
-async fn run_with_layers(idp: &FakeIdentityProvider, live: &Live) -> Result<Summary, BoxError> {
+async fn run_with_layers(
+    script: &Scenario,
+    idp: &FakeIdentityProvider,
+    live: &Live,
+) -> Result<Summary, BoxError> {
     let credential = ClientSecretCredential::builder(TENANT, "demo-client", "demo-secret")
         .token_url(idp.token_url(TENANT))
         .timeout(secs(2))
@@ -216,14 +334,14 @@ async fn run_with_layers(idp: &FakeIdentityProvider, live: &Live) -> Result<Summ
         .with(timeout)
         .build();
     let mut s = Summary::default();
-    let mut tick = every_half_second();
+    let mut tick = every(script.interval);
     let t0 = Instant::now();
-    while t0.elapsed() < secs(DEMO_SECS) {
+    while t0.elapsed() < script.run_for {
         tick.tick().await;
-        let started = Instant::now();
+        let (started, at) = (Instant::now(), idp.elapsed());
         let ok = matches!(client.get(idp.api_url()).send().await, Ok(r) if r.status().is_success());
         s.longest_call = s.longest_call.max(started.elapsed());
-        count(&mut s, live, ok);
+        count(&mut s, live, at, idp.elapsed(), ok);
     }
     let (ra, eb) = (retry_after.stats(), backoff.stats());
     s.retries = ra.retries() + eb.retries();
@@ -247,7 +365,13 @@ fn print_report(auth: &AuthLayer, ra: &RetryAfterLayer, eb: &ExpBackoffLayer, t:
     println!();
 }
 
-fn count(s: &mut Summary, live: &Live, ok: bool) {
+/// Counts a call that ran from `start` to `end` (on the fake identity provider's clock).
+fn count(s: &mut Summary, live: &Live, start: Duration, end: Duration, ok: bool) {
+    s.calls.push(Call {
+        start: start.as_secs_f64(),
+        end: end.as_secs_f64(),
+        ok,
+    });
     if ok {
         s.api_ok += 1;
         live.ok.fetch_add(1, Ordering::Relaxed);
@@ -258,15 +382,19 @@ fn count(s: &mut Summary, live: &Live, ok: bool) {
 }
 
 /// The baseline: what a typical hand-rolled daemon does.
-async fn run_without_layers(idp: &FakeIdentityProvider, live: &Live) -> Result<Summary, BoxError> {
+async fn run_without_layers(
+    script: &Scenario,
+    idp: &FakeIdentityProvider,
+    live: &Live,
+) -> Result<Summary, BoxError> {
     let http = reqwest::Client::builder().timeout(secs(2)).build()?;
     let mut token: Option<(String, Instant, Instant)> = None;
     let mut s = Summary::default();
-    let mut tick = every_half_second();
+    let mut tick = every(script.interval);
     let t0 = Instant::now();
-    while t0.elapsed() < secs(DEMO_SECS) {
+    while t0.elapsed() < script.run_for {
         tick.tick().await;
-        let started = Instant::now();
+        let (started, at) = (Instant::now(), idp.elapsed());
         let needs_refresh = token
             .as_ref()
             .is_none_or(|(_, refresh_at, _)| Instant::now() >= *refresh_at);
@@ -280,7 +408,7 @@ async fn run_without_layers(idp: &FakeIdentityProvider, live: &Live) -> Result<S
             None => false,
         };
         s.longest_call = s.longest_call.max(started.elapsed());
-        count(&mut s, live, ok);
+        count(&mut s, live, at, idp.elapsed(), ok);
     }
     Ok(s)
 }
@@ -313,8 +441,9 @@ async fn naive_fetch(
     Ok((token, now + secs(life) / 2, now + secs(life)))
 }
 
-fn print_summary(with: &Summary, without: &Summary) {
-    let rows: [(&str, String, String); 8] = [
+/// The summary figures of both runs, for the console and the timeline.
+fn summary_rows(with: &Summary, without: &Summary) -> [(&'static str, String, String); 8] {
+    [
         (
             "API calls ok",
             with.api_ok.to_string(),
@@ -347,7 +476,11 @@ fn print_summary(with: &Summary, without: &Summary) {
             fmt_d(with.longest_call),
             fmt_d(without.longest_call),
         ),
-    ];
+    ]
+}
+
+fn print_summary(with: &Summary, without: &Summary) {
+    let rows = summary_rows(with, without);
     println!("{:<28} {:>16} {:>16}", "summary", "with layers", "without");
     println!("{:-<28} {:->16} {:->16}", "", "", "");
     for (name, a, b) in rows {
@@ -385,6 +518,8 @@ struct Args {
     interval: Duration,
     duration: Option<Duration>,
     out: Option<String>,
+    svg: Option<String>,
+    from: Option<String>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, BoxError> {
@@ -396,6 +531,8 @@ fn parse_args(args: &[String]) -> Result<Args, BoxError> {
         interval: Duration::from_millis(500),
         duration: None,
         out: None,
+        svg: None,
+        from: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -412,6 +549,8 @@ fn parse_args(args: &[String]) -> Result<Args, BoxError> {
             "--interval" => a.interval = Duration::try_from_secs_f64(value()?.parse()?)?,
             "--duration" => a.duration = Some(Duration::try_from_secs_f64(value()?.parse()?)?),
             "--out" => a.out = Some(value()?),
+            "--svg" => a.svg = Some(value()?),
+            "--from" => a.from = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
         }
@@ -422,7 +561,8 @@ fn parse_args(args: &[String]) -> Result<Args, BoxError> {
     Ok(a)
 }
 
-const USAGE: &str = "usage: daemon [--mode cca|mi|workload] [--idp URL] [--scope S] [--api URL] [--interval SECS] [--duration SECS] [--out FILE]";
+const USAGE: &str = "usage: daemon [--mode cca|mi|workload] [--idp URL] [--scope S] [--api URL] [--interval SECS] [--duration SECS] [--out FILE] [--svg FILE]
+       daemon --from REPORT.jsonl --svg FILE";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -501,10 +641,163 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn real(args: &[String]) -> Result<(), BoxError> {
+/// The cause of a failed token acquisition on one line: what failed, with the identity
+/// provider's status, error and first sentence of its description, or the innermost transport
+/// error; no trace ids, never a secret (the crate's errors carry none).
+pub(crate) fn cause(e: &resilient_auth::Error, source: &str) -> String {
+    use resilient_auth::Error;
+    match e {
+        Error::IdentityProvider { status, details } => {
+            let code = format!("http_{}", status.as_u16());
+            let mut line = format!("identity provider returned {code}");
+            if !details.error.is_empty() && details.error != code {
+                line.push(' ');
+                line.push_str(&details.error);
+            }
+            if let Some(d) = details.error_description.as_deref().map(first_sentence) {
+                if !d.is_empty() {
+                    line.push_str(": ");
+                    line.push_str(d);
+                }
+            }
+            line
+        }
+        Error::Unavailable { what, .. } => {
+            let what = match source {
+                "managed_identity/imds" => "IMDS",
+                s if s.starts_with("managed_identity/") => "managed identity endpoint",
+                _ => what,
+            };
+            match innermost(e) {
+                Some(root) => format!("{what} unreachable: {root}"),
+                None => format!("{what} unreachable"),
+            }
+        }
+        other => one_line(other),
+    }
+}
+
+/// An error and its innermost source on one line, e.g. `error sending request: connection
+/// refused`.
+fn one_line(e: &(dyn StdError + 'static)) -> String {
+    let top = first_line(&e.to_string()).to_string();
+    match innermost(e) {
+        Some(root) if !top.contains(&root) => format!("{top}: {root}"),
+        _ => top,
+    }
+}
+
+fn innermost(e: &(dyn StdError + 'static)) -> Option<String> {
+    let mut root = e.source()?;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    Some(first_line(&root.to_string()).to_string())
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}
+
+/// The description up to its first sentence end or line break (Entra appends trace ids).
+fn first_sentence(d: &str) -> &str {
+    let line = first_line(d);
+    let cut = line.find(". ").map_or(line.len(), |i| i + 1);
+    let mut end = cut.min(200);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+/// A hint for a failure that usually means a setup mistake, if this one looks like one.
+pub(crate) fn hint(e: &resilient_auth::Error, source: &str, idp: Option<&str>) -> Option<String> {
+    use resilient_auth::Error;
+    const FAKE: &str =
+        "to try the daemon without Azure: `cargo run --example fake_idp`, then --idp <its URL>";
+    match e {
+        Error::Unavailable { .. } | Error::Timeout { .. } => Some(match idp {
+            Some(url) => format!("nothing answered at --idp {url}: is it running and reachable?"),
+            None if source.starts_with("managed_identity/") => format!(
+                "managed identity answers only on an Azure host with an identity (VM, App Service, \
+                 Functions, AKS, Container Apps, Arc); elsewhere use --mode cca with \
+                 AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET; {FAKE}"
+            ),
+            None => "check the network path (proxy, firewall, DNS) to the identity provider, or \
+                     AZURE_AUTHORITY_HOST"
+                .into(),
+        }),
+        Error::IdentityProvider { status, details } => {
+            let has = |code: i64| details.error_codes.contains(&code);
+            let text = details.error_description.as_deref().unwrap_or("");
+            Some(
+                if has(7_000_215) || has(7_000_222) {
+                    "AZURE_CLIENT_SECRET is wrong or expired: use the secret's value (not its ID) \
+                     from the app registration's Certificates & secrets"
+                } else if has(700_016) {
+                    "no application with AZURE_CLIENT_ID in the tenant AZURE_TENANT_ID: check both \
+                     values"
+                } else if has(90_002) || has(900_023) {
+                    "AZURE_TENANT_ID names no tenant: use the directory (tenant) ID or a verified \
+                     domain"
+                } else if has(70_011) || has(1_002_012) {
+                    "--scope must be the resource's App ID URI followed by /.default, e.g. \
+                     api://<app-id>/.default or https://vault.azure.net/.default"
+                } else if has(500_011) {
+                    "the resource in --scope is not in this tenant: check its App ID URI"
+                } else if has(700_027) || has(700_024) {
+                    "the client assertion was rejected: the certificate in \
+                     AZURE_CLIENT_CERTIFICATE_PATH must be the one uploaded to the app \
+                     registration (or the federated token has expired)"
+                } else if has(70_021) {
+                    "no federated credential on the app matches this token's issuer, subject and \
+                     audience"
+                } else if source.starts_with("managed_identity/")
+                    && *status == 400
+                    && text.to_ascii_lowercase().contains("identity not found")
+                {
+                    "this host has no managed identity with that id: enable one, or set (or unset) \
+                     AZURE_CLIENT_ID to the user-assigned identity's client id"
+                } else {
+                    return None;
+                }
+                .into(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The variables a `--mode` reads, for a setup error's hint.
+fn setup_hint(mode: &str) -> &'static str {
+    match mode {
+        "workload" => "--mode workload reads AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE (set by AKS workload identity)",
+        "mi" => "--mode mi reads the managed-identity variables of its Azure host (IDENTITY_ENDPOINT, MSI_ENDPOINT, ...) and AZURE_CLIENT_ID for a user-assigned identity",
+        _ => "--mode cca reads AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH); to try it without Azure: `cargo run --example fake_idp`, then --idp <its URL>",
+    }
+}
+
+fn write_svg(path: &str, timeline: &Timeline) -> Result<(), BoxError> {
+    std::fs::write(path, timeline.to_svg()).map_err(|e| format!("writing {path}: {e}"))?;
+    println!("timeline: {path}");
+    Ok(())
+}
+
+pub(crate) async fn real(args: &[String]) -> Result<(), BoxError> {
     let args = parse_args(args)?;
+    if let Some(from) = &args.from {
+        let svg = args.svg.as_deref().ok_or("--from needs --svg FILE")?;
+        let text = std::fs::read_to_string(from).map_err(|e| format!("reading {from}: {e}"))?;
+        return write_svg(svg, &timeline::from_report(&text)?);
+    }
     let http = http_client()?;
-    let credential = credential(&args, &http)?;
+    let credential = credential(&args, &http).map_err(|e| {
+        if e.to_string().ends_with("is not set") {
+            format!("{e}\nhint: {}", setup_hint(&args.mode)).into()
+        } else {
+            e
+        }
+    })?;
     let source = credential.identity().kind;
     let scope = args.scope.clone().ok_or("--scope is required")?;
     let api = match (&args.api, &args.idp) {
@@ -530,16 +823,23 @@ async fn real(args: &[String]) -> Result<(), BoxError> {
         )?))),
         None => None,
     };
+    // The report, kept for `--svg`, which draws it the way `--from` draws a saved one.
+    let mut report = String::new();
     let mut emit = |v: serde_json::Value| -> Result<(), BoxError> {
         if let Some(w) = out.as_mut() {
             writeln!(w, "{v}")?;
             w.flush()?;
         }
+        if args.svg.is_some() {
+            report.push_str(&v.to_string());
+            report.push('\n');
+        }
         Ok(())
     };
     emit(
-        serde_json::json!({"event": "start", "ts": unix_now(), "mode": args.mode, "scope": scope, "api": api, "source": source}),
+        serde_json::json!({"event": "start", "ts": unix_now(), "mode": args.mode, "scope": scope, "api": api, "source": source, "interval_s": args.interval.as_secs_f64()}),
     )?;
+    let mut hints_shown = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let t0 = Instant::now();
@@ -577,7 +877,7 @@ async fn real(args: &[String]) -> Result<(), BoxError> {
                     "error".to_string(),
                     None,
                     Some(c0.elapsed().as_secs_f64()),
-                    Some(e.to_string()),
+                    Some(one_line(&e)),
                 ),
             }
         } else {
@@ -588,18 +888,31 @@ async fn real(args: &[String]) -> Result<(), BoxError> {
         } else {
             failed += 1
         }
+        let acquire_err = acquired.as_ref().err().map(|e| cause(e, source));
         println!(
-            "#{i:<5} acquire {:<5} {acquire_s:>6.3}s  api {api_state:<8} {}",
+            "#{i:<5} acquire {:<5} {acquire_s:>6.3}s  api {api_state:<8} {:<7} {}",
             if acquired.is_ok() { "ok" } else { "error" },
-            api_s.map(|s| format!("{s:.3}s")).unwrap_or_default()
+            api_s.map(|s| format!("{s:.3}s")).unwrap_or_default(),
+            acquire_err.as_deref().or(api_err.as_deref()).unwrap_or("")
         );
+        if let Some(h) = acquired
+            .as_ref()
+            .err()
+            .and_then(|e| hint(e, source, args.idp.as_deref()))
+        {
+            if hints_shown.insert(h.clone()) {
+                println!("       hint: {h}");
+            }
+        }
+        let stats = tokens.stats();
         emit(serde_json::json!({
             "ts": ts, "i": i,
             "acquire": if acquired.is_ok() { "ok" } else { "error" },
             "acquire_s": acquire_s,
-            "acquire_err": acquired.as_ref().err().map(|e| e.to_string()),
+            "acquire_err": acquire_err,
             "token_source": acquired.is_ok().then_some(source),
             "api": api_state, "api_status": api_status, "api_s": api_s, "api_err": api_err,
+            "token_requests": stats.idp_requests, "token_failures": stats.refresh_failures,
         }))?;
     }
     let stats = tokens.stats();
@@ -611,5 +924,8 @@ async fn real(args: &[String]) -> Result<(), BoxError> {
         "{i} iterations: api ok {ok}, failed {failed}; token requests {}",
         stats.idp_requests
     );
+    if let Some(svg) = &args.svg {
+        write_svg(svg, &timeline::from_report(&report)?)?;
+    }
     Ok(())
 }

@@ -16,10 +16,12 @@
 //! | feature | default | enables |
 //! | --- | --- | --- |
 //! | `reqwest` | yes | `reqwest_middleware::Middleware` impls; reqwest as the credentials' HTTP client |
-//! | `testkit` | yes | [`testkit::FakeIdentityProvider`]: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults (used by `cargo run --example daemon`) |
+//! | `testkit` | no | `testkit::FakeIdentityProvider`: a fake Entra token endpoint, IMDS and protected API on loopback with scripted faults, for tests (an HTTP server; this crate's examples and tests turn it on themselves) |
 //! | `file-store` | no | `FileStore`: tokens in `0600` files, kept across restarts (native apps) |
 //! | `redis` | no | `RedisStore`: tokens shared by replicas through Redis, optionally encrypted |
 //! | `pkcs12` | no | password-protected client certificates: PKCS#12 (`.pfx`/`.p12`) files and encrypted PKCS#8 PEM keys |
+//! | `azure` | no | [`azure`]: Azure SDK for Rust adapters (a `TokenCache` as an SDK credential, SDK credentials as sources, the layers as an SDK transport) |
+//! | `testkit-tls` | no | the testkit over HTTPS on loopback with a generated CA (`FakeIdentityProvider::start_https`) |
 //! | `full` | no | everything |
 //!
 //! # Token sources
@@ -54,8 +56,19 @@
 //! and why.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Entry points for the fuzz targets under `fuzz/` (rule X4). Not a public API: hidden, behind
+/// the non-default feature `fuzzing`, and free to change in any release.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+#[cfg(feature = "azure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
+pub mod azure;
 mod cache;
 pub mod credential;
+#[cfg(all(feature = "fuzzing", feature = "reqwest"))]
+pub(crate) use __fuzz as fuzz;
 mod error;
 pub mod layer;
 pub mod origin;

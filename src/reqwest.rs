@@ -173,6 +173,10 @@ impl Middleware for TimeoutLayer {
         Self: 'async_trait,
     {
         let after = self.timeout();
+        if after.is_zero() {
+            let e = crate::layer::timeout::zero_timeout_error();
+            return Box::pin(std::future::ready(Err(middleware_error(e))));
+        }
         let attempt = tokio::time::timeout(after, next.run(req, extensions));
         Box::pin(async move {
             match attempt.await {

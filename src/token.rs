@@ -69,8 +69,9 @@ impl AccessToken {
         self.inner.refresh_at
     }
 
-    /// The `Authorization: Bearer …` value, built once per token, marked sensitive.
-    pub fn header_value(&self) -> &HeaderValue {
+    /// The `Authorization: Bearer …` value, built once per token, marked sensitive. Crate-only:
+    /// [`secret`](Self::secret) is the one public way to read a token.
+    pub(crate) fn header_value(&self) -> &HeaderValue {
         &self.inner.header
     }
 
@@ -384,6 +385,56 @@ fn app_service_date(s: &str) -> Result<std::time::SystemTime, Error> {
         .or_else(|_| time::OffsetDateTime::parse(s, h12))
         .map_err(|_| Error::invalid_response("expires_on is not a recognised date"))?;
     Ok(parsed.into())
+}
+
+/// The shortest refresh period (T10): however short the server's `refresh_in`, a key is not
+/// refreshed more often than this (nor later than its token stops being served).
+pub(crate) const MIN_REFRESH_PERIOD: Duration = Duration::from_secs(5);
+
+/// A token cache's settings for the refresh point (T2, T10).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefreshPlan {
+    /// Where in its lifetime a token is refreshed without a server `refresh_in`.
+    pub(crate) refresh_ratio: f64,
+    /// The most the jitter moves a refresh point earlier.
+    pub(crate) max_jitter: Duration,
+    /// The first back-off delay: the margin left to retry a failed refresh.
+    pub(crate) retry_floor: Duration,
+}
+
+/// A lifetime within (0, 7 days] (T1), for tokens from any source, stored ones included.
+pub(crate) fn check_lifetime(lifetime: Duration) -> Result<(), Error> {
+    if lifetime.is_zero() || lifetime > MAX_LIFETIME {
+        return Err(Error::invalid_response(format!(
+            "token lifetime {lifetime:?} is outside (0, 7 days]"
+        )));
+    }
+    Ok(())
+}
+
+/// The refresh point after issue (T2, T10): the server's `refresh_in` if given, else
+/// `refresh_ratio` of the lifetime; never after the token stops being served (`serve_for`),
+/// never sooner than [`MIN_REFRESH_PERIOD`] (nor than half the serving time, for very short
+/// tokens). The jitter moves it earlier by at most 5 % of the time to it (and at most
+/// `max_jitter`), so it never lies in the past.
+pub(crate) fn refresh_point(
+    refresh_in: Option<Duration>,
+    lifetime: Duration,
+    serve_for: Duration,
+    plan: &RefreshPlan,
+) -> Duration {
+    let wanted = match refresh_in {
+        Some(r) if !r.is_zero() => r,
+        _ => lifetime.mul_f64(plan.refresh_ratio),
+    };
+    // Leave a tenth of the serving time (at least the back-off floor, where it fits) to retry
+    // a failed refresh before the token stops being served.
+    let margin = (serve_for / 10).max(plan.retry_floor.min(serve_for / 2));
+    let latest = serve_for.saturating_sub(margin);
+    let earliest = MIN_REFRESH_PERIOD.min(serve_for / 2);
+    let point = wanted.min(latest).max(earliest);
+    let jitter_cap = plan.max_jitter.min(point / 20);
+    point.saturating_sub(jitter_cap.mul_f64(fastrand::f64()))
 }
 
 #[cfg(test)]

@@ -123,6 +123,15 @@ fn assert_recovers_after(
     assert!(matches!(next_call, Some((_, true))), "{next_call:?}");
 }
 
+/// A fake identity provider (in memory) with one fault, and tokens of `lifetime` if given.
+fn fake(lifetime: Option<Duration>, fault: Fault) -> FakeIdentityProvider {
+    let mut builder = FakeIdentityProvider::builder().fault(fault);
+    if let Some(lifetime) = lifetime {
+        builder = builder.token_lifetime(lifetime);
+    }
+    builder.build().unwrap()
+}
+
 fn token_requests(idp: &FakeIdentityProvider, target: Target) -> Vec<(Duration, Option<u16>)> {
     idp.log()
         .for_target(target)
@@ -133,14 +142,14 @@ fn token_requests(idp: &FakeIdentityProvider, target: Target) -> Vec<(Duration, 
 
 #[tokio::test(start_paused = true)]
 async fn chaos_idp_429_for_20s_cold() {
-    let idp = FakeIdentityProvider::builder()
-        .fault(fault(
+    let idp = fake(
+        None,
+        fault(
             Target::Token,
             0..20,
             FaultKind::status(429, Some(RetryAfter::Seconds(secs(7)))),
-        ))
-        .build()
-        .unwrap();
+        ),
+    );
     let run = run(&idp, idp.credential("tenant", "client"), secs(60)).await;
     assert_waits_honoured(&idp, Target::Token);
     assert_recovers_after(&idp, &run, Target::Token, 20, 10);
@@ -185,15 +194,10 @@ async fn chaos_idp_429_for_20s_after_warm_up_with_a_short_refresh_in() {
 async fn idp_503_across_the_refresh_point(retry_after: Option<RetryAfter>) {
     // A 180 s token is refreshed at ~90 s and served until 150 s; the identity provider fails
     // for 30 s from 85 s, across the refresh point.
-    let idp = FakeIdentityProvider::builder()
-        .token_lifetime(secs(180))
-        .fault(fault(
-            Target::Token,
-            85..115,
-            FaultKind::status(503, retry_after),
-        ))
-        .build()
-        .unwrap();
+    let idp = fake(
+        Some(secs(180)),
+        fault(Target::Token, 85..115, FaultKind::status(503, retry_after)),
+    );
     let run = run(&idp, idp.credential("tenant", "client"), secs(200)).await;
     assert!(
         run.failed.is_empty(),
@@ -219,14 +223,14 @@ async fn chaos_idp_503_with_retry_after() {
 #[tokio::test(start_paused = true)]
 async fn chaos_idp_503_with_retry_after_zero_is_no_fast_loop() {
     idp_503_across_the_refresh_point(Some(RetryAfter::zero())).await;
-    let idp = FakeIdentityProvider::builder()
-        .fault(fault(
+    let idp = fake(
+        None,
+        fault(
             Target::Token,
             0..30,
             FaultKind::status(503, Some(RetryAfter::zero())),
-        ))
-        .build()
-        .unwrap();
+        ),
+    );
     run(&idp, idp.credential("tenant", "client"), secs(30)).await;
     let n = idp.log().for_target(Target::Token).len();
     assert!(n <= 6, "{n} token requests in 30 s of 503 Retry-After: 0");
@@ -235,11 +239,10 @@ async fn chaos_idp_503_with_retry_after_zero_is_no_fast_loop() {
 #[tokio::test(start_paused = true)]
 async fn chaos_idp_that_hangs() {
     // Requests arriving from 85 to 115 s hang until the credential's 10 s timeout.
-    let idp = FakeIdentityProvider::builder()
-        .token_lifetime(secs(180))
-        .fault(fault(Target::Token, 85..115, FaultKind::Hang))
-        .build()
-        .unwrap();
+    let idp = fake(
+        Some(secs(180)),
+        fault(Target::Token, 85..115, FaultKind::Hang),
+    );
     let run = run(&idp, idp.credential("tenant", "client"), secs(200)).await;
     assert!(run.failed.is_empty(), "{:?}", run.failed);
     assert_waits_honoured(&idp, Target::Token);
@@ -248,14 +251,14 @@ async fn chaos_idp_that_hangs() {
 
 #[tokio::test(start_paused = true)]
 async fn chaos_api_429_is_waited_out_by_every_call() {
-    let idp = FakeIdentityProvider::builder()
-        .fault(fault(
+    let idp = fake(
+        None,
+        fault(
             Target::Api,
             20..30,
             FaultKind::status(429, Some(RetryAfter::Seconds(secs(3)))),
-        ))
-        .build()
-        .unwrap();
+        ),
+    );
     let run = run(&idp, idp.credential("tenant", "client"), secs(60)).await;
     assert!(run.failed.is_empty(), "API calls failed: {:?}", run.failed);
     assert_waits_honoured(&idp, Target::Api);
@@ -263,10 +266,10 @@ async fn chaos_api_429_is_waited_out_by_every_call() {
 
 #[tokio::test(start_paused = true)]
 async fn chaos_api_503_is_backed_off_never_fast_retried() {
-    let idp = FakeIdentityProvider::builder()
-        .fault(fault(Target::Api, 20..26, FaultKind::status(503, None)))
-        .build()
-        .unwrap();
+    let idp = fake(
+        None,
+        fault(Target::Api, 20..26, FaultKind::status(503, None)),
+    );
     let run = run(&idp, idp.credential("tenant", "client"), secs(60)).await;
     assert!(run.failed.is_empty(), "API calls failed: {:?}", run.failed);
     assert_waits_honoured(&idp, Target::Api);
@@ -274,14 +277,14 @@ async fn chaos_api_503_is_backed_off_never_fast_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn chaos_huge_retry_after_from_the_identity_provider() {
-    let idp = FakeIdentityProvider::builder()
-        .fault(fault(
+    let idp = fake(
+        None,
+        fault(
             Target::Token,
             0..20,
             FaultKind::status(429, Some(RetryAfter::raw("99999999999999999999"))),
-        ))
-        .build()
-        .unwrap();
+        ),
+    );
     let run = run(&idp, idp.credential("tenant", "client"), secs(400)).await;
     // Held for the cap (5 min), then it recovers; nothing panicked or got stuck.
     assert_eq!(
@@ -314,10 +317,10 @@ async fn chaos_a_panicking_credential_heals() {
 
 #[tokio::test(start_paused = true)]
 async fn chaos_imds_5xx() {
-    let idp = FakeIdentityProvider::builder()
-        .fault(fault(Target::Imds, 0..30, FaultKind::status(503, None)))
-        .build()
-        .unwrap();
+    let idp = fake(
+        None,
+        fault(Target::Imds, 0..30, FaultKind::status(503, None)),
+    );
     let run = run(&idp, idp.imds_credential(), secs(60)).await;
     assert_waits_honoured(&idp, Target::Imds);
     let gaps = idp.log().gaps(Target::Imds);
@@ -327,10 +330,7 @@ async fn chaos_imds_5xx() {
 
 /// Issue 10: a cold daemon through a 150 s outage (503, no Retry-After).
 async fn t13_cold_outage(target: Target) {
-    let idp = FakeIdentityProvider::builder()
-        .fault(fault(target, 0..150, FaultKind::status(503, None)))
-        .build()
-        .unwrap();
+    let idp = fake(None, fault(target, 0..150, FaultKind::status(503, None)));
     let run = match target {
         Target::Imds => run(&idp, idp.imds_credential(), secs(180)).await,
         _ => run(&idp, idp.credential("tenant", "client"), secs(180)).await,

@@ -641,3 +641,22 @@ async fn r10_a_backoff_retry_waits_out_the_origins_retry_after_hold() {
         .collect();
     assert!(times[2].0 >= 21 && times[3].0 >= 21, "{times:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn r4_a_zero_timeout_is_a_configuration_error_and_sends_nothing() {
+    assert!(matches!(
+        TimeoutLayer::try_new(Duration::ZERO),
+        Err(Error::Config(_))
+    ));
+    assert!(TimeoutLayer::try_new(Duration::from_millis(1)).is_ok());
+    let script = Script::default().then_always(status(200));
+    let svc = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::ZERO))
+        .service(script.service());
+    let err = svc.oneshot(get("https://api.test/a")).await.unwrap_err();
+    assert!(
+        matches!(err.downcast_ref::<Error>(), Some(Error::Config(_))),
+        "{err}"
+    );
+    assert_eq!(script.count(), 0);
+}

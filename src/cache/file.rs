@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::{BoxFuture, FutureExt};
 use sha2::{Digest, Sha256};
 
-use super::codec::{decode, encode, keep_until_ms, DEFAULT_RETENTION, MAX_ENTRY};
+use super::codec::{decode, encode, keep_until_ms, DecodeError, DEFAULT_RETENTION, MAX_ENTRY};
 use super::store::{unix_ms, StoreLock, StoredToken, TokenStore};
 use crate::Error;
 
@@ -218,13 +218,11 @@ impl Inner {
         };
         let mut bytes = Vec::new();
         file.take(MAX_ENTRY as u64 + 1).read_to_end(&mut bytes)?;
-        match decode(&bytes) {
-            Ok(token) => {
-                if self.now_ms() >= keep_until_ms(&token, self.retention) {
-                    tracing::debug!(file = %path.display(), "token store entry expired");
-                    return Ok(None);
-                }
-                Ok(Some(token))
+        match read_entry(&bytes, self.now_ms(), self.retention) {
+            Ok(Some(token)) => Ok(Some(token)),
+            Ok(None) => {
+                tracing::debug!(file = %path.display(), "token store entry expired");
+                Ok(None)
             }
             Err(e) => {
                 tracing::warn!(
@@ -339,17 +337,36 @@ impl Inner {
     }
 }
 
+/// What [`FileStore`] makes of an entry file's bytes at wall time `now_ms`: the token,
+/// `Ok(None)` if it is no longer worth keeping, or why it cannot be read. Never panics (rule X4).
+pub(crate) fn read_entry(
+    bytes: &[u8],
+    now_ms: u64,
+    retention: Duration,
+) -> Result<Option<StoredToken>, DecodeError> {
+    let token = decode(bytes)?;
+    if now_ms >= keep_until_ms(&token, retention) {
+        return Ok(None);
+    }
+    Ok(Some(token))
+}
+
 /// The contents of a lock file: `{owner} {until_ms} {held|taken-over}`.
-struct Record {
-    owner: String,
-    until: u64,
-    taken_over: bool,
+pub(crate) struct Record {
+    pub(crate) owner: String,
+    pub(crate) until: u64,
+    pub(crate) taken_over: bool,
 }
 
 fn read_record(mut file: &File) -> Option<Record> {
     let mut text = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
     file.take(256).read_to_string(&mut text).ok()?;
+    parse_record(&text)
+}
+
+/// A lock file's text as a [`Record`]; `None` if it is not one. Never panics (rule X4).
+pub(crate) fn parse_record(text: &str) -> Option<Record> {
     let mut parts = text.split_whitespace();
     let owner = parts.next()?.to_owned();
     let until = parts.next()?.parse().ok()?;

@@ -16,9 +16,10 @@ use crate::Error;
 
 const WHAT: &str = "redis";
 const DEFAULT_PREFIX: &str = "resilient-auth:";
-const MAGIC: &[u8; 4] = b"RAE1";
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
+/// The prefix of an encrypted value: `RAE1` ‖ nonce ‖ AES-256-GCM ciphertext and tag.
+pub(crate) const MAGIC: &[u8; 4] = b"RAE1";
+pub(crate) const NONCE_LEN: usize = 12;
+pub(crate) const TAG_LEN: usize = 16;
 const UNLOCK: &str =
     "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
 

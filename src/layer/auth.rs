@@ -121,6 +121,7 @@ impl AuthLayer {
         &self.origins
     }
 
+    #[cfg(feature = "reqwest")]
     pub(crate) fn resends(&self) -> bool {
         self.resend
     }

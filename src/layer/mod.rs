@@ -18,11 +18,11 @@
 
 pub(crate) mod auth;
 mod body;
-mod challenge;
+pub(crate) mod challenge;
 mod exp_backoff;
 mod retry;
 mod retry_after;
-mod timeout;
+pub(crate) mod timeout;
 
 pub use auth::{Auth, AuthLayer, ResponseFuture as AuthFuture};
 pub use body::TryCloneBody;

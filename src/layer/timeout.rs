@@ -29,15 +29,35 @@ pub struct TimeoutLayer {
 }
 
 impl TimeoutLayer {
-    /// A per-attempt timeout of `timeout`. A zero timeout fails every attempt.
+    /// A per-attempt timeout of `timeout`. A zero timeout is a configuration error: every
+    /// request through the layer fails with [`Error::Config`](crate::Error::Config), and
+    /// [`try_new`](Self::try_new) refuses it when the layer is built.
     pub fn new(timeout: Duration) -> Self {
         TimeoutLayer { timeout }
+    }
+
+    /// A per-attempt timeout of `timeout`, validated.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) for a zero timeout.
+    pub fn try_new(timeout: Duration) -> Result<Self, crate::Error> {
+        if timeout.is_zero() {
+            return Err(zero_timeout_error());
+        }
+        Ok(TimeoutLayer { timeout })
     }
 
     /// The per-attempt timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+}
+
+/// The error of a layer built with a zero timeout (both stacks send nothing).
+pub(crate) fn zero_timeout_error() -> crate::Error {
+    crate::Error::config(
+        "a zero per-attempt timeout fails every request; give TimeoutLayer a timeout > 0",
+    )
 }
 
 impl<S> Layer<S> for TimeoutLayer {
@@ -115,6 +135,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if this.after.is_zero() {
+            // Nothing sent: the inner future is never polled.
+            return Poll::Ready(Err(Box::new(zero_timeout_error())));
+        }
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }

@@ -110,8 +110,12 @@ pub mod credentials;
 mod fault;
 mod handler;
 mod log;
+#[cfg(feature = "testkit-tls")]
+pub mod sdk_api;
 mod server;
 mod service;
+#[cfg(feature = "testkit-tls")]
+mod tls;
 
 pub use fault::{Fault, FaultKind, RetryAfter, Target};
 pub use log::{
@@ -119,6 +123,9 @@ pub use log::{
     DEFAULT_LOG_CAPACITY,
 };
 pub use service::{FakeService, ResponseFuture};
+#[cfg(feature = "testkit-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit-tls")))]
+pub use {sdk_api::HttpsRequest, tls::HttpsEndpoint};
 
 use handler::{lock, State};
 

@@ -63,6 +63,8 @@ mod azure_ml;
 mod cloud_shell;
 mod imds;
 mod response;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod service_fabric;
 mod source;
 

@@ -1,0 +1,6 @@
+//! Rule X4: see `resilient_auth::__fuzz::managed_identity` for the input layout and the invariants checked.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| resilient_auth::__fuzz::managed_identity(data));
