@@ -365,7 +365,7 @@ mod fake {
 
     use super::super::handler::{handle, State};
     use crate::credential::http::{identity_provider_error, DEFAULT_TIMEOUT};
-    use crate::credential::managed_identity::mi_error;
+    use crate::credential::managed_identity::{mi_error, resource_of};
     use crate::credential::{CredentialIdentity, TokenCredential, TokenRequest};
     use crate::token::parse_token_response;
     use crate::{Error, TokenResponse};
@@ -560,24 +560,6 @@ mod fake {
         pub fn user_assigned_client_id(mut self, client_id: impl Into<String>) -> Self {
             self.client_id = Some(client_id.into());
             self
-        }
-    }
-
-    /// `https://x/.default` → `https://x`; exactly one scope, as the real credential wants.
-    fn resource_of(request: &TokenRequest) -> Result<String, Error> {
-        match &*request.scopes {
-            [scope] => {
-                let scope = scope.trim();
-                let resource = scope.strip_suffix("/.default").unwrap_or(scope);
-                if resource.is_empty() {
-                    Err(Error::config("managed identity scope is empty"))
-                } else {
-                    Ok(resource.to_owned())
-                }
-            }
-            _ => Err(Error::config(
-                "managed identity takes exactly one scope (a resource)",
-            )),
         }
     }
 

@@ -73,8 +73,8 @@ mod source;
 use self::azure_arc as arc;
 // the testkit's fake IMDS and the fuzz targets read error bodies as the credential does
 #[allow(unused_imports)]
-pub(crate) use self::response::mi_error;
-use self::response::{map_response, resource_of};
+pub(crate) use self::response::{mi_error, resource_of};
+use self::response::map_response;
 use self::source::{
     mi_client, parse_endpoint, secret_header, Build, Call, Source, METADATA, SECRET,
     X_IDENTITY_HEADER,

@@ -12,7 +12,7 @@ use crate::token::parse_token_response;
 use crate::{Error, TokenResponse};
 
 /// The resource of a request's one scope: `https://x/.default` → `https://x`.
-pub(super) fn resource_of(request: &TokenRequest) -> Result<String, Error> {
+pub(crate) fn resource_of(request: &TokenRequest) -> Result<String, Error> {
     match &*request.scopes {
         [scope] => {
             let scope = scope.trim();
