@@ -683,10 +683,18 @@ mod tests {
             .expect(1)
             .mount(&imds)
             .await;
-        let url = format!("{}{location}?format=text&api-version=2021-02-01", imds.uri());
-        let ep = TokenEndpoint::new(&AuthorityHost::AZURE_PUBLIC, "t", Some("tryautodetect"), None)
-            .unwrap()
-            .with_imds_location(&url);
+        let url = format!(
+            "{}{location}?format=text&api-version=2021-02-01",
+            imds.uri()
+        );
+        let ep = TokenEndpoint::new(
+            &AuthorityHost::AZURE_PUBLIC,
+            "t",
+            Some("tryautodetect"),
+            None,
+        )
+        .unwrap()
+        .with_imds_location(&url);
         assert_eq!(ep.regional, None);
         for _ in 0..3 {
             assert_eq!(
@@ -703,9 +711,14 @@ mod tests {
             .mount(&missing)
             .await;
         let url = format!("{}{location}?format=text", missing.uri());
-        let ep = TokenEndpoint::new(&AuthorityHost::AZURE_PUBLIC, "t", Some("TryAutoDetect"), None)
-            .unwrap()
-            .with_imds_location(&url);
+        let ep = TokenEndpoint::new(
+            &AuthorityHost::AZURE_PUBLIC,
+            "t",
+            Some("TryAutoDetect"),
+            None,
+        )
+        .unwrap()
+        .with_imds_location(&url);
         for _ in 0..2 {
             assert_eq!(
                 hosts_called(&ep).await,

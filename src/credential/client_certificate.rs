@@ -33,12 +33,14 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use super::certificate;
+use futures_util::future::BoxFuture;
+
 use super::confidential::{
-    client_options, one_request_credential, optional_env, process_env, required_env, ClientOptions,
-    ConfidentialClient, Env,
+    optional_env, process_env, required_env, sealed, ClientOptions, ConfidentialClient,
+    CredentialBuilder, Env, Grant, RegionalGrant,
 };
-use super::{CredentialKind, TokenRequest};
-use crate::Error;
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
+use crate::{Error, TokenResponse};
 
 const KIND: &str = "client_certificate";
 
@@ -84,14 +86,16 @@ impl ClientCertificateCredential {
         client_id: impl Into<String>,
         certificate: impl Into<Vec<u8>>,
     ) -> ClientCertificateCredentialBuilder {
-        ClientCertificateCredentialBuilder {
-            options: ClientOptions::new(tenant_id, client_id),
-            certificate_pem: SecretSlice::from(certificate.into()),
-            key_pem: None,
-            password: None,
-            rs256: false,
-            x5c: false,
-        }
+        CredentialBuilder::new(
+            ClientOptions::new(tenant_id, client_id),
+            CertificateGrant {
+                certificate_pem: SecretSlice::from(certificate.into()),
+                key_pem: None,
+                password: None,
+                rs256: false,
+                x5c: false,
+            },
+        )
     }
 
     /// [`builder`](Self::builder) with the PEM or PKCS#12 file read from `path` (at most 1 MiB).
@@ -147,7 +151,18 @@ impl ClientCertificateCredential {
     }
 }
 
-one_request_credential!(ClientCertificateCredential);
+impl TokenCredential for ClientCertificateCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(self.core.call(move |url| self.request(url, request)))
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        self.core.identity()
+    }
+}
 
 impl fmt::Debug for ClientCertificateCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -171,30 +186,58 @@ impl fmt::Display for ClientCertificateCredential {
 }
 
 /// Builds a [`ClientCertificateCredential`]; see [`ClientCertificateCredential::builder`].
-#[must_use]
-pub struct ClientCertificateCredentialBuilder {
+/// The shared setters (authority, token URL, region, timeout, HTTP client) are
+/// [`CredentialBuilder`]'s.
+pub type ClientCertificateCredentialBuilder = CredentialBuilder<CertificateGrant>;
+
+/// The client certificate grant's own settings (see [`ClientCertificateCredentialBuilder`]).
+pub struct CertificateGrant {
     certificate_pem: SecretSlice<u8>,
     key_pem: Option<SecretSlice<u8>>,
     password: Option<SecretString>,
-    options: ClientOptions,
     rs256: bool,
     x5c: bool,
 }
 
-impl ClientCertificateCredentialBuilder {
-    client_options!(region);
+impl sealed::Sealed for CertificateGrant {}
 
+impl Grant for CertificateGrant {
+    const BUILDER: &'static str = "ClientCertificateCredentialBuilder";
+
+    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
+        d.field("certificate_pem", &"<redacted>")
+            .field(
+                "private_key_pem",
+                &self.key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("send_certificate_chain", &self.x5c)
+            .field("rs256", &self.rs256);
+    }
+}
+
+impl RegionalGrant for CertificateGrant {}
+
+impl fmt::Debug for CertificateGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("CertificateGrant");
+        self.debug_fields(&mut d);
+        d.finish()
+    }
+}
+
+impl CredentialBuilder<CertificateGrant> {
     /// The private key, when it is not in the certificate's PEM: an unencrypted RSA key,
     /// `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY` (PKCS#1).
     pub fn private_key_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.key_pem = Some(SecretSlice::from(pem.into()));
+        self.grant.key_pem = Some(SecretSlice::from(pem.into()));
         self
     }
 
     /// The password of a PKCS#12 file or of an encrypted PEM private key (needs the `pkcs12`
     /// feature). Giving one for an unencrypted PEM key is an error, as in the Azure SDKs.
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(SecretString::from(password.into()));
+        self.grant.password = Some(SecretString::from(password.into()));
         self
     }
 
@@ -203,14 +246,14 @@ impl ClientCertificateCredentialBuilder {
     /// where Entra ID trusts the certificate by its subject and issuer instead of its
     /// thumbprint. Default `false`.
     pub fn send_certificate_chain(mut self, send: bool) -> Self {
-        self.x5c = send;
+        self.grant.x5c = send;
         self
     }
 
     /// Signs the client assertion with `RS256` (RSASSA-PKCS1-v1_5) instead of the default
     /// `PS256` (RSASSA-PSS), for servers that do not accept PSS.
     pub fn rs256(mut self, rs256: bool) -> Self {
-        self.rs256 = rs256;
+        self.grant.rs256 = rs256;
         self
     }
 
@@ -228,18 +271,21 @@ impl ClientCertificateCredentialBuilder {
             .options
             .resolve(KIND, CredentialKind::ClientCertificate)?;
         let loaded = certificate::load(
-            self.certificate_pem.expose_secret(),
-            self.key_pem.as_ref().map(ExposeSecret::expose_secret),
-            self.password.as_ref().map(ExposeSecret::expose_secret),
+            self.grant.certificate_pem.expose_secret(),
+            self.grant.key_pem.as_ref().map(ExposeSecret::expose_secret),
+            self.grant
+                .password
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
         )?;
-        let x5c = self.x5c.then(|| {
+        let x5c = self.grant.x5c.then(|| {
             loaded
                 .chain
                 .iter()
                 .map(|der| STANDARD.encode(der))
                 .collect()
         });
-        let algorithm = if self.rs256 {
+        let algorithm = if self.grant.rs256 {
             Algorithm::Rs256
         } else {
             Algorithm::Ps256
@@ -257,22 +303,6 @@ impl ClientCertificateCredentialBuilder {
         // token request.
         signer.assertion(core.endpoint.global.as_str())?;
         Ok(ClientCertificateCredential { core, signer })
-    }
-}
-
-impl fmt::Debug for ClientCertificateCredentialBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientCertificateCredentialBuilder")
-            .field("options", &self.options)
-            .field("certificate_pem", &"<redacted>")
-            .field(
-                "private_key_pem",
-                &self.key_pem.as_ref().map(|_| "<redacted>"),
-            )
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("send_certificate_chain", &self.x5c)
-            .field("rs256", &self.rs256)
-            .finish_non_exhaustive()
     }
 }
 

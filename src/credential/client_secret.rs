@@ -18,12 +18,14 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use futures_util::future::BoxFuture;
+
 use super::confidential::{
-    client_options, one_request_credential, process_env, required_env, ClientAuth, ClientOptions,
-    ConfidentialClient, Env,
+    process_env, required_env, sealed, ClientAuth, ClientOptions, ConfidentialClient,
+    CredentialBuilder, Env, Grant, RegionalGrant,
 };
-use super::{CredentialKind, TokenRequest};
-use crate::Error;
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
+use crate::{Error, TokenResponse};
 
 const KIND: &str = "client_secret";
 
@@ -53,11 +55,13 @@ impl ClientSecretCredential {
         client_id: impl Into<String>,
         secret: impl Into<String>,
     ) -> ClientSecretCredentialBuilder {
-        ClientSecretCredentialBuilder {
-            options: ClientOptions::new(tenant_id, client_id),
-            secret: SecretString::from(secret.into()),
-            basic: false,
-        }
+        CredentialBuilder::new(
+            ClientOptions::new(tenant_id, client_id),
+            SecretGrant {
+                secret: SecretString::from(secret.into()),
+                basic: false,
+            },
+        )
     }
 
     /// Reads `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` and (optional)
@@ -72,11 +76,14 @@ impl ClientSecretCredential {
     /// [`from_env`](Self::from_env) over any variable lookup (tests pass a map).
     pub(crate) fn from_env_with(env: Env<'_>) -> Result<Self, Error> {
         let options = ClientOptions::from_env(env, true)?;
-        ClientSecretCredentialBuilder {
+        let secret = SecretString::from(required_env(env, "AZURE_CLIENT_SECRET")?);
+        CredentialBuilder::new(
             options,
-            secret: SecretString::from(required_env(env, "AZURE_CLIENT_SECRET")?),
-            basic: false,
-        }
+            SecretGrant {
+                secret,
+                basic: false,
+            },
+        )
         .build()
     }
 
@@ -109,7 +116,18 @@ impl ClientSecretCredential {
     }
 }
 
-one_request_credential!(ClientSecretCredential);
+impl TokenCredential for ClientSecretCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(self.core.call(move |url| self.request(url, request)))
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        self.core.identity()
+    }
+}
 
 impl fmt::Debug for ClientSecretCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -127,22 +145,44 @@ impl fmt::Display for ClientSecretCredential {
     }
 }
 
-/// Builds a [`ClientSecretCredential`]; see [`ClientSecretCredential::builder`].
-#[must_use]
-pub struct ClientSecretCredentialBuilder {
+/// Builds a [`ClientSecretCredential`]; see [`ClientSecretCredential::builder`]. The shared
+/// setters (authority, token URL, region, timeout, HTTP client) are
+/// [`CredentialBuilder`]'s.
+pub type ClientSecretCredentialBuilder = CredentialBuilder<SecretGrant>;
+
+/// The client secret grant's own settings (see [`ClientSecretCredentialBuilder`]).
+pub struct SecretGrant {
     secret: SecretString,
-    options: ClientOptions,
     basic: bool,
 }
 
-impl ClientSecretCredentialBuilder {
-    client_options!(region);
+impl sealed::Sealed for SecretGrant {}
 
+impl Grant for SecretGrant {
+    const BUILDER: &'static str = "ClientSecretCredentialBuilder";
+
+    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
+        d.field("secret", &"<redacted>")
+            .field("client_secret_basic", &self.basic);
+    }
+}
+
+impl RegionalGrant for SecretGrant {}
+
+impl fmt::Debug for SecretGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("SecretGrant");
+        self.debug_fields(&mut d);
+        d.finish()
+    }
+}
+
+impl CredentialBuilder<SecretGrant> {
     /// Sends the client id and secret in an HTTP Basic `Authorization` header
     /// (`client_secret_basic`, each form-urlencoded first as RFC 6749 §2.3.1 says) instead of
     /// as form fields (`client_secret_post`, the default).
     pub fn client_secret_basic(mut self, basic: bool) -> Self {
-        self.basic = basic;
+        self.grant.basic = basic;
         self
     }
 
@@ -153,25 +193,15 @@ impl ClientSecretCredentialBuilder {
     /// region, plain http to a non-loopback host, a zero timeout, or an HTTP client that cannot
     /// be built.
     pub fn build(self) -> Result<ClientSecretCredential, Error> {
-        if self.secret.expose_secret().is_empty() {
+        if self.grant.secret.expose_secret().is_empty() {
             return Err(Error::config("client secret is empty"));
         }
         let core = self.options.resolve(KIND, CredentialKind::ClientSecret)?;
         Ok(ClientSecretCredential {
             core,
-            secret: self.secret,
-            basic: self.basic,
+            secret: self.grant.secret,
+            basic: self.grant.basic,
         })
-    }
-}
-
-impl fmt::Debug for ClientSecretCredentialBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientSecretCredentialBuilder")
-            .field("options", &self.options)
-            .field("secret", &"<redacted>")
-            .field("client_secret_basic", &self.basic)
-            .finish_non_exhaustive()
     }
 }
 

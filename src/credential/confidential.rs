@@ -268,77 +268,95 @@ impl ConfidentialClient {
     }
 }
 
-/// The builder setters every confidential-client builder shares (one set of docs). The
-/// builder needs an `options: ClientOptions` field; `region` adds the regional setter.
-macro_rules! client_options {
-    () => {
-        /// The authority host (default
-        /// [`AuthorityHost::AZURE_PUBLIC`](crate::AuthorityHost::AZURE_PUBLIC)).
-        pub fn authority_host(mut self, host: crate::AuthorityHost) -> Self {
-            self.options.authority = host;
-            self
-        }
-
-        /// Posts to this token URL instead of `{authority}/{tenant}/oauth2/v2.0/token`: any
-        /// standards-compliant OAuth 2.0 token endpoint (https, or plain http to loopback). A
-        /// client assertion's `aud` is this URL.
-        pub fn token_url(mut self, url: impl Into<String>) -> Self {
-            self.options.token_url = Some(url.into());
-            self
-        }
-
-        /// The per-attempt timeout of a token request, covering connect, headers and body
-        /// (default 10 s).
-        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.options.timeout = timeout;
-            self
-        }
-
-        /// The HTTP client (default: a client that follows no redirects; one that follows
-        /// them may re-post the credential to wherever a `307` points).
-        pub fn http_client(mut self, client: reqwest::Client) -> Self {
-            self.options.client = Some(client);
-            self
-        }
-    };
-    (region) => {
-        $crate::credential::confidential::client_options!();
-
-        /// Tries the regional endpoint of `region` (e.g. `westus2`) first, and the global one
-        /// if it fails with a transport error, a timeout or a 5xx, within the same `get_token`
-        /// call (so one call may take up to twice the [`timeout`](Self::timeout)). A region
-        /// that failed is skipped for the wait policy's back-off (rule R9). `from_env` reads
-        /// it from `AZURE_REGIONAL_AUTHORITY_NAME`. `TryAutoDetect` detects the region as MSAL
-        /// does: `REGION_NAME` if set, else the VM's location from IMDS, asked once on the
-        /// first token request (2 s timeout); if neither answers, the global endpoint is used.
-        pub fn region(mut self, region: impl Into<String>) -> Self {
-            self.options.region = Some(region.into());
-            self
-        }
-    };
+/// Builds a confidential-client credential: the options all of them share (authority host,
+/// token URL, region, timeout, HTTP client) and the grant `G` of one kind.
+///
+/// [`ClientSecretCredentialBuilder`](crate::credential::client_secret::ClientSecretCredentialBuilder),
+/// [`ClientCertificateCredentialBuilder`](crate::credential::client_certificate::ClientCertificateCredentialBuilder),
+/// [`WorkloadIdentityCredentialBuilder`](crate::credential::workload_identity::WorkloadIdentityCredentialBuilder) and
+/// [`RefreshTokenCredentialBuilder`](crate::RefreshTokenCredentialBuilder) are this type with
+/// their grant: the setters below are theirs, and each adds its own grant's setters and `build`.
+#[must_use]
+pub struct CredentialBuilder<G> {
+    pub(crate) options: ClientOptions,
+    pub(crate) grant: G,
 }
-pub(crate) use client_options;
 
-/// `TokenCredential` for a credential whose grant is one request built by its
-/// `request(&self, url, request)` and sent through its `core`.
-macro_rules! one_request_credential {
-    ($credential:ty) => {
-        impl $credential {
-            async fn fetch(
-                &self,
-                request: &$crate::TokenRequest,
-            ) -> Result<$crate::TokenResponse, $crate::Error> {
-                self.core.call(|url| self.request(url, request)).await
-            }
+impl<G> CredentialBuilder<G> {
+    pub(crate) fn new(options: ClientOptions, grant: G) -> Self {
+        CredentialBuilder { options, grant }
+    }
 
-            fn who(&self) -> $crate::CredentialIdentity {
-                self.core.identity()
-            }
-        }
-        $crate::credential::token_credential!($credential);
-    };
+    /// The authority host (default
+    /// [`AuthorityHost::AZURE_PUBLIC`](crate::AuthorityHost::AZURE_PUBLIC)).
+    pub fn authority_host(mut self, host: crate::AuthorityHost) -> Self {
+        self.options.authority = host;
+        self
+    }
+
+    /// Posts to this token URL instead of `{authority}/{tenant}/oauth2/v2.0/token`: any
+    /// standards-compliant OAuth 2.0 token endpoint (https, or plain http to loopback). A client
+    /// assertion's `aud` is this URL.
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.options.token_url = Some(url.into());
+        self
+    }
+
+    /// The per-attempt timeout of a token request, covering connect, headers and body
+    /// (default 10 s).
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// The HTTP client (default: a client that follows no redirects; one that follows them may
+    /// re-post the credential to wherever a `307` points).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.options.client = Some(client);
+        self
+    }
 }
-pub(crate) use one_request_credential;
+
+impl<G: RegionalGrant> CredentialBuilder<G> {
+    /// Tries the regional endpoint of `region` (e.g. `westus2`) first, and the global one if it
+    /// fails with a transport error, a timeout or a 5xx, within the same `get_token` call (so
+    /// one call may take up to twice the [`timeout`](Self::timeout)). A region that failed is
+    /// skipped for the wait policy's back-off (rule R9). `from_env` reads it from
+    /// `AZURE_REGIONAL_AUTHORITY_NAME`. `TryAutoDetect` detects the region as MSAL does:
+    /// `REGION_NAME` if set, else the VM's location from IMDS, asked once on the first token
+    /// request (2 s timeout); if neither answers, the global endpoint is used.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.options.region = Some(region.into());
+        self
+    }
+}
+
+impl<G: Grant> fmt::Debug for CredentialBuilder<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct(G::BUILDER);
+        d.field("options", &self.options);
+        self.grant.debug_fields(&mut d);
+        d.finish_non_exhaustive()
+    }
+}
+
+/// What one kind of confidential client adds to the shared options (sealed).
+pub trait Grant: sealed::Sealed {
+    /// The builder's name, for `Debug`.
+    #[doc(hidden)]
+    const BUILDER: &'static str;
+    /// Adds the grant's fields to the builder's `Debug`, secrets redacted.
+    #[doc(hidden)]
+    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>);
+}
+
+/// A grant whose token endpoint may be regional (all but the refresh token's).
+pub trait RegionalGrant: Grant {}
+
+pub(crate) mod sealed {
+    /// Only this crate's grants.
+    pub trait Sealed {}
+}
 
 fn form_urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()

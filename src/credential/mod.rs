@@ -20,56 +20,37 @@ use futures_util::future::BoxFuture;
 
 use crate::{Error, TokenResponse};
 
-/// Declares modules that need the `reqwest` feature (public ones marked so in the docs).
-macro_rules! with_reqwest {
-    ($(pub mod $public:ident;)* $(pub(crate) mod $private:ident;)*) => {
-        $(
-            #[cfg(feature = "reqwest")]
-            #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-            pub mod $public;
-        )*
-        $(
-            #[cfg(feature = "reqwest")]
-            pub(crate) mod $private;
-        )*
-    };
-}
-
-with_reqwest! {
-    pub mod authority;
-    pub mod chain;
-    pub mod client_certificate;
-    pub mod client_secret;
-    pub mod managed_identity;
-    pub mod refresh_token;
-    pub mod workload_identity;
-    pub(crate) mod certificate;
-    pub(crate) mod confidential;
-    pub(crate) mod http;
-}
-
-/// `TokenCredential` for a credential with an inherent `fetch(&self, &TokenRequest)` (one
-/// `get_token` call) and `who(&self)` (its identity).
 #[cfg(feature = "reqwest")]
-macro_rules! token_credential {
-    ($credential:ty) => {
-        impl $crate::TokenCredential for $credential {
-            fn get_token<'a>(
-                &'a self,
-                request: &'a $crate::TokenRequest,
-            ) -> futures_util::future::BoxFuture<'a, Result<$crate::TokenResponse, $crate::Error>>
-            {
-                Box::pin(self.fetch(request))
-            }
-
-            fn identity(&self) -> $crate::CredentialIdentity {
-                self.who()
-            }
-        }
-    };
-}
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod authority;
 #[cfg(feature = "reqwest")]
-pub(crate) use token_credential;
+pub(crate) mod certificate;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod chain;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod client_certificate;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod client_secret;
+#[cfg(feature = "reqwest")]
+pub(crate) mod confidential;
+#[cfg(feature = "reqwest")]
+pub(crate) mod http;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod managed_identity;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod refresh_token;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod workload_identity;
+
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use confidential::{CredentialBuilder, Grant, RegionalGrant};
 
 /// What the cache asks a credential for: fixed scopes (rule T8) and, after a CAE challenge,
 /// the claims the resource demanded.

@@ -29,10 +29,13 @@ use std::time::{Duration, SystemTime};
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 
+use futures_util::future::BoxFuture;
+
 use super::confidential::{
-    client_options, process_env, ClientAuth, ClientOptions, ConfidentialClient, Env,
+    process_env, sealed, ClientAuth, ClientOptions, ConfidentialClient, CredentialBuilder, Env,
+    Grant,
 };
-use super::{token_credential, CredentialIdentity, CredentialKind, TokenRequest};
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::cache::store::{unix_ms, StoredToken, TokenStore};
 use crate::error::IdentityProviderError;
 use crate::{Error, TokenResponse};
@@ -75,12 +78,14 @@ impl RefreshTokenCredential {
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
     ) -> RefreshTokenCredentialBuilder {
-        RefreshTokenCredentialBuilder {
-            options: ClientOptions::new(tenant_id, client_id),
-            refresh_token: None,
-            store: None,
-            store_timeout: Duration::from_secs(1),
-        }
+        CredentialBuilder::new(
+            ClientOptions::new(tenant_id, client_id),
+            RefreshTokenGrant {
+                refresh_token: None,
+                store: None,
+                store_timeout: Duration::from_secs(1),
+            },
+        )
     }
 
     /// A builder from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and (optional)
@@ -269,13 +274,20 @@ impl RefreshTokenCredential {
         self.persist_rotation(&mut response).await;
         Ok(response)
     }
+}
 
-    fn who(&self) -> CredentialIdentity {
+impl TokenCredential for RefreshTokenCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(self.fetch(request))
+    }
+
+    fn identity(&self) -> CredentialIdentity {
         self.core.identity()
     }
 }
-
-token_credential!(RefreshTokenCredential);
 
 impl fmt::Debug for RefreshTokenCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -294,34 +306,57 @@ impl fmt::Display for RefreshTokenCredential {
 }
 
 /// Builds a [`RefreshTokenCredential`]; see [`RefreshTokenCredential::builder`].
-#[must_use]
-pub struct RefreshTokenCredentialBuilder {
+/// The shared setters (authority, token URL, timeout, HTTP client) are
+/// [`CredentialBuilder`]'s; a public client has no regional endpoint.
+pub type RefreshTokenCredentialBuilder = CredentialBuilder<RefreshTokenGrant>;
+
+/// The refresh token grant's own settings (see [`RefreshTokenCredentialBuilder`]).
+pub struct RefreshTokenGrant {
     refresh_token: Option<SecretString>,
     store: Option<Arc<dyn TokenStore>>,
     store_timeout: Duration,
-    options: ClientOptions,
 }
 
-impl RefreshTokenCredentialBuilder {
-    client_options!();
+impl sealed::Sealed for RefreshTokenGrant {}
 
+impl Grant for RefreshTokenGrant {
+    const BUILDER: &'static str = "RefreshTokenCredentialBuilder";
+
+    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
+        d.field(
+            "refresh_token",
+            &self.refresh_token.as_ref().map(|_| "<redacted>"),
+        )
+        .field("store", &self.store);
+    }
+}
+
+impl fmt::Debug for RefreshTokenGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("RefreshTokenGrant");
+        self.debug_fields(&mut d);
+        d.finish()
+    }
+}
+
+impl CredentialBuilder<RefreshTokenGrant> {
     /// The refresh token to start with (used while the store holds none).
     pub fn refresh_token(mut self, refresh_token: impl Into<String>) -> Self {
-        self.refresh_token = Some(SecretString::from(refresh_token.into()));
+        self.grant.refresh_token = Some(SecretString::from(refresh_token.into()));
         self
     }
 
     /// The store the refresh token is read from and rotated ones are saved to (typically the
     /// same [`FileStore`](crate::TokenStore) the cache uses).
     pub fn store(mut self, store: impl TokenStore) -> Self {
-        self.store = Some(Arc::new(store));
+        self.grant.store = Some(Arc::new(store));
         self
     }
 
     /// The longest a store load or save may take (default 1 s); past it the credential carries
     /// on with the refresh token in memory.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
-        self.store_timeout = timeout;
+        self.grant.store_timeout = timeout;
         self
     }
 
@@ -331,15 +366,16 @@ impl RefreshTokenCredentialBuilder {
     /// [`Error::Config`] for an empty client id, an invalid tenant or token URL, plain http to a
     /// non-loopback host, a zero timeout, or neither a refresh token nor a store.
     pub fn build(self) -> Result<RefreshTokenCredential, Error> {
-        let refresh_token = self
+        let grant = self.grant;
+        let refresh_token = grant
             .refresh_token
             .filter(|rt| !rt.expose_secret().is_empty());
-        if refresh_token.is_none() && self.store.is_none() {
+        if refresh_token.is_none() && grant.store.is_none() {
             return Err(Error::config(
                 "a refresh token credential needs a refresh token or a store to read one from",
             ));
         }
-        if self.store_timeout.is_zero() {
+        if grant.store_timeout.is_zero() {
             return Err(Error::config("store timeout must not be zero"));
         }
         let core = self.options.resolve(KIND, CredentialKind::RefreshToken)?;
@@ -352,23 +388,10 @@ impl RefreshTokenCredentialBuilder {
         Ok(RefreshTokenCredential {
             core,
             current: Mutex::new(refresh_token),
-            store: self.store,
+            store: grant.store,
             store_key,
-            store_timeout: self.store_timeout,
+            store_timeout: grant.store_timeout,
         })
-    }
-}
-
-impl fmt::Debug for RefreshTokenCredentialBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshTokenCredentialBuilder")
-            .field("options", &self.options)
-            .field(
-                "refresh_token",
-                &self.refresh_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("store", &self.store)
-            .finish_non_exhaustive()
     }
 }
 
@@ -376,8 +399,8 @@ impl fmt::Debug for RefreshTokenCredentialBuilder {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::TokenCredential;
     use crate::MemoryStore;
+    use crate::TokenCredential;
 
     #[test]
     fn c5_builder_validates_and_keys_hold_no_secret() {

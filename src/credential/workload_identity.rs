@@ -24,12 +24,14 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
+use futures_util::future::BoxFuture;
+
 use super::confidential::{
-    client_options, one_request_credential, process_env, required_env, ClientOptions,
-    ConfidentialClient, Env,
+    process_env, required_env, sealed, ClientOptions, ConfidentialClient, CredentialBuilder, Env,
+    Grant, RegionalGrant,
 };
-use super::{CredentialKind, TokenRequest};
-use crate::Error;
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
+use crate::{Error, TokenResponse};
 
 const KIND: &str = "workload_identity";
 
@@ -66,10 +68,12 @@ impl WorkloadIdentityCredential {
         client_id: impl Into<String>,
         token_file: impl Into<PathBuf>,
     ) -> WorkloadIdentityCredentialBuilder {
-        WorkloadIdentityCredentialBuilder {
-            options: ClientOptions::new(tenant_id, client_id),
-            token_file: token_file.into(),
-        }
+        CredentialBuilder::new(
+            ClientOptions::new(tenant_id, client_id),
+            FederatedTokenGrant {
+                token_file: token_file.into(),
+            },
+        )
     }
 
     /// Reads `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and (optional)
@@ -86,11 +90,7 @@ impl WorkloadIdentityCredential {
     pub(crate) fn from_env_with(env: Env<'_>) -> Result<Self, Error> {
         let options = ClientOptions::from_env(env, true)?;
         let token_file = required_env(env, "AZURE_FEDERATED_TOKEN_FILE")?.into();
-        WorkloadIdentityCredentialBuilder {
-            options,
-            token_file,
-        }
-        .build()
+        CredentialBuilder::new(options, FederatedTokenGrant { token_file }).build()
     }
 
     /// The federated token file.
@@ -153,7 +153,18 @@ fn read_token_file(path: &Path) -> Result<SecretString, Error> {
     Ok(SecretString::from(token))
 }
 
-one_request_credential!(WorkloadIdentityCredential);
+impl TokenCredential for WorkloadIdentityCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(self.core.call(move |url| self.request(url, request)))
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        self.core.identity()
+    }
+}
 
 impl fmt::Debug for WorkloadIdentityCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -172,15 +183,36 @@ impl fmt::Display for WorkloadIdentityCredential {
 }
 
 /// Builds a [`WorkloadIdentityCredential`]; see [`WorkloadIdentityCredential::builder`].
-#[must_use]
-pub struct WorkloadIdentityCredentialBuilder {
-    options: ClientOptions,
+/// The shared setters (authority, token URL, region, timeout, HTTP client) are
+/// [`CredentialBuilder`]'s.
+pub type WorkloadIdentityCredentialBuilder = CredentialBuilder<FederatedTokenGrant>;
+
+/// The workload identity grant's own settings (see [`WorkloadIdentityCredentialBuilder`]).
+pub struct FederatedTokenGrant {
     token_file: PathBuf,
 }
 
-impl WorkloadIdentityCredentialBuilder {
-    client_options!(region);
+impl sealed::Sealed for FederatedTokenGrant {}
 
+impl Grant for FederatedTokenGrant {
+    const BUILDER: &'static str = "WorkloadIdentityCredentialBuilder";
+
+    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
+        d.field("token_file", &self.token_file);
+    }
+}
+
+impl RegionalGrant for FederatedTokenGrant {}
+
+impl fmt::Debug for FederatedTokenGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("FederatedTokenGrant");
+        self.debug_fields(&mut d);
+        d.finish()
+    }
+}
+
+impl CredentialBuilder<FederatedTokenGrant> {
     /// Validates the configuration and builds the credential. The token file is read on first
     /// use, not here (it may appear after the process starts).
     ///
@@ -188,7 +220,7 @@ impl WorkloadIdentityCredentialBuilder {
     /// [`Error::Config`] for an empty client id or token file path, an invalid tenant, token
     /// URL or region, a zero timeout, or an HTTP client that cannot be built.
     pub fn build(self) -> Result<WorkloadIdentityCredential, Error> {
-        if self.token_file.as_os_str().is_empty() {
+        if self.grant.token_file.as_os_str().is_empty() {
             return Err(Error::config("federated token file path is empty"));
         }
         let core = self
@@ -196,18 +228,9 @@ impl WorkloadIdentityCredentialBuilder {
             .resolve(KIND, CredentialKind::WorkloadIdentity)?;
         Ok(WorkloadIdentityCredential {
             core,
-            token_file: self.token_file,
+            token_file: self.grant.token_file,
             cached: Mutex::new(None),
         })
-    }
-}
-
-impl fmt::Debug for WorkloadIdentityCredentialBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkloadIdentityCredentialBuilder")
-            .field("options", &self.options)
-            .field("token_file", &self.token_file)
-            .finish_non_exhaustive()
     }
 }
 

@@ -61,10 +61,10 @@ mod app_service;
 mod azure_arc;
 mod azure_ml;
 mod cloud_shell;
-mod imds;
-mod response;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
+mod imds;
+mod response;
 mod service_fabric;
 mod source;
 
@@ -72,9 +72,9 @@ mod source;
 #[allow(unused_imports)]
 use self::azure_arc as arc;
 // the testkit's fake IMDS and the fuzz targets read error bodies as the credential does
+use self::response::map_response;
 #[allow(unused_imports)]
 pub(crate) use self::response::{mi_error, resource_of};
-use self::response::map_response;
 use self::source::{
     mi_client, parse_endpoint, secret_header, Build, Call, Source, METADATA, SECRET,
     X_IDENTITY_HEADER,
@@ -89,7 +89,9 @@ use reqwest::Url;
 
 use super::confidential::{optional_env, process_env, Env};
 use super::http::{send_raw, RawResponse, DEFAULT_TIMEOUT};
-use super::{token_credential, CredentialIdentity, CredentialKind, TokenRequest};
+use futures_util::future::BoxFuture;
+
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::{Error, TokenResponse};
 
 #[cfg(test)]
@@ -119,7 +121,7 @@ pub enum ManagedIdentitySource {
 }
 
 impl ManagedIdentitySource {
-    /// The credential kind reported by [`TokenCredential::identity`](crate::TokenCredential::identity), e.g.
+    /// The credential kind reported by [`TokenCredential::identity`], e.g.
     /// `managed_identity/imds`.
     pub fn kind(self) -> &'static str {
         self.describe().0
@@ -370,9 +372,7 @@ impl ManagedIdentityCredential {
         }
         let first = self.send(&resource, None).await?;
         match self.source.answer(&first)? {
-            Some(authorization) => {
-                map_response(self.send(&resource, Some(&authorization)).await?)
-            }
+            Some(authorization) => map_response(self.send(&resource, Some(&authorization)).await?),
             None => map_response(first),
         }
     }
@@ -389,7 +389,18 @@ impl ManagedIdentityCredential {
     }
 }
 
-token_credential!(ManagedIdentityCredential);
+impl TokenCredential for ManagedIdentityCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(self.fetch(request))
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        self.who()
+    }
+}
 
 impl fmt::Debug for ManagedIdentityCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,6 +1,6 @@
 use super::*;
-use crate::TokenCredential;
 use crate::credential::confidential::test_env as env;
+use crate::TokenCredential;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const HEADER: &str = "identity-header-s3cr3t";
