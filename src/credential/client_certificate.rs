@@ -37,7 +37,7 @@ use futures_util::future::BoxFuture;
 
 use super::confidential::{
     optional_env, process_env, required_env, sealed, ClientOptions, ConfidentialClient,
-    CredentialBuilder, Env, Grant, RegionalGrant,
+    CredentialBuilder, Env, RegionalGrant,
 };
 use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::{Error, TokenResponse};
@@ -191,6 +191,7 @@ impl fmt::Display for ClientCertificateCredential {
 pub type ClientCertificateCredentialBuilder = CredentialBuilder<CertificateGrant>;
 
 /// The client certificate grant's own settings (see [`ClientCertificateCredentialBuilder`]).
+#[derive(Debug)]
 pub struct CertificateGrant {
     certificate_pem: SecretSlice<u8>,
     key_pem: Option<SecretSlice<u8>>,
@@ -201,30 +202,7 @@ pub struct CertificateGrant {
 
 impl sealed::Sealed for CertificateGrant {}
 
-impl Grant for CertificateGrant {
-    const BUILDER: &'static str = "ClientCertificateCredentialBuilder";
-
-    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
-        d.field("certificate_pem", &"<redacted>")
-            .field(
-                "private_key_pem",
-                &self.key_pem.as_ref().map(|_| "<redacted>"),
-            )
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("send_certificate_chain", &self.x5c)
-            .field("rs256", &self.rs256);
-    }
-}
-
 impl RegionalGrant for CertificateGrant {}
-
-impl fmt::Debug for CertificateGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("CertificateGrant");
-        self.debug_fields(&mut d);
-        d.finish()
-    }
-}
 
 impl CredentialBuilder<CertificateGrant> {
     /// The private key, when it is not in the certificate's PEM: an unencrypted RSA key,

@@ -22,7 +22,7 @@ use futures_util::future::BoxFuture;
 
 use super::confidential::{
     process_env, required_env, sealed, ClientAuth, ClientOptions, ConfidentialClient,
-    CredentialBuilder, Env, Grant, RegionalGrant,
+    CredentialBuilder, Env, RegionalGrant,
 };
 use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::{Error, TokenResponse};
@@ -151,6 +151,7 @@ impl fmt::Display for ClientSecretCredential {
 pub type ClientSecretCredentialBuilder = CredentialBuilder<SecretGrant>;
 
 /// The client secret grant's own settings (see [`ClientSecretCredentialBuilder`]).
+#[derive(Debug)]
 pub struct SecretGrant {
     secret: SecretString,
     basic: bool,
@@ -158,24 +159,7 @@ pub struct SecretGrant {
 
 impl sealed::Sealed for SecretGrant {}
 
-impl Grant for SecretGrant {
-    const BUILDER: &'static str = "ClientSecretCredentialBuilder";
-
-    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
-        d.field("secret", &"<redacted>")
-            .field("client_secret_basic", &self.basic);
-    }
-}
-
 impl RegionalGrant for SecretGrant {}
-
-impl fmt::Debug for SecretGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("SecretGrant");
-        self.debug_fields(&mut d);
-        d.finish()
-    }
-}
 
 impl CredentialBuilder<SecretGrant> {
     /// Sends the client id and secret in an HTTP Basic `Authorization` header

@@ -331,27 +331,18 @@ impl<G: RegionalGrant> CredentialBuilder<G> {
     }
 }
 
-impl<G: Grant> fmt::Debug for CredentialBuilder<G> {
+impl<G: fmt::Debug> fmt::Debug for CredentialBuilder<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct(G::BUILDER);
-        d.field("options", &self.options);
-        self.grant.debug_fields(&mut d);
-        d.finish_non_exhaustive()
+        // The grants hold their secrets in `secrecy` types, whose `Debug` shows no secret.
+        f.debug_struct("CredentialBuilder")
+            .field("options", &self.options)
+            .field("grant", &self.grant)
+            .finish()
     }
 }
 
-/// What one kind of confidential client adds to the shared options (sealed).
-pub trait Grant: sealed::Sealed {
-    /// The builder's name, for `Debug`.
-    #[doc(hidden)]
-    const BUILDER: &'static str;
-    /// Adds the grant's fields to the builder's `Debug`, secrets redacted.
-    #[doc(hidden)]
-    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>);
-}
-
-/// A grant whose token endpoint may be regional (all but the refresh token's).
-pub trait RegionalGrant: Grant {}
+/// A grant whose token endpoint may be regional: all but the refresh token's (sealed).
+pub trait RegionalGrant: sealed::Sealed {}
 
 pub(crate) mod sealed {
     /// Only this crate's grants.

@@ -33,7 +33,6 @@ use futures_util::future::BoxFuture;
 
 use super::confidential::{
     process_env, sealed, ClientAuth, ClientOptions, ConfidentialClient, CredentialBuilder, Env,
-    Grant,
 };
 use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::cache::store::{unix_ms, StoredToken, TokenStore};
@@ -311,6 +310,7 @@ impl fmt::Display for RefreshTokenCredential {
 pub type RefreshTokenCredentialBuilder = CredentialBuilder<RefreshTokenGrant>;
 
 /// The refresh token grant's own settings (see [`RefreshTokenCredentialBuilder`]).
+#[derive(Debug)]
 pub struct RefreshTokenGrant {
     refresh_token: Option<SecretString>,
     store: Option<Arc<dyn TokenStore>>,
@@ -318,26 +318,6 @@ pub struct RefreshTokenGrant {
 }
 
 impl sealed::Sealed for RefreshTokenGrant {}
-
-impl Grant for RefreshTokenGrant {
-    const BUILDER: &'static str = "RefreshTokenCredentialBuilder";
-
-    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
-        d.field(
-            "refresh_token",
-            &self.refresh_token.as_ref().map(|_| "<redacted>"),
-        )
-        .field("store", &self.store);
-    }
-}
-
-impl fmt::Debug for RefreshTokenGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("RefreshTokenGrant");
-        self.debug_fields(&mut d);
-        d.finish()
-    }
-}
 
 impl CredentialBuilder<RefreshTokenGrant> {
     /// The refresh token to start with (used while the store holds none).

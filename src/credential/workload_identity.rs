@@ -28,7 +28,7 @@ use futures_util::future::BoxFuture;
 
 use super::confidential::{
     process_env, required_env, sealed, ClientOptions, ConfidentialClient, CredentialBuilder, Env,
-    Grant, RegionalGrant,
+    RegionalGrant,
 };
 use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::{Error, TokenResponse};
@@ -188,29 +188,14 @@ impl fmt::Display for WorkloadIdentityCredential {
 pub type WorkloadIdentityCredentialBuilder = CredentialBuilder<FederatedTokenGrant>;
 
 /// The workload identity grant's own settings (see [`WorkloadIdentityCredentialBuilder`]).
+#[derive(Debug)]
 pub struct FederatedTokenGrant {
     token_file: PathBuf,
 }
 
 impl sealed::Sealed for FederatedTokenGrant {}
 
-impl Grant for FederatedTokenGrant {
-    const BUILDER: &'static str = "WorkloadIdentityCredentialBuilder";
-
-    fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
-        d.field("token_file", &self.token_file);
-    }
-}
-
 impl RegionalGrant for FederatedTokenGrant {}
-
-impl fmt::Debug for FederatedTokenGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("FederatedTokenGrant");
-        self.debug_fields(&mut d);
-        d.finish()
-    }
-}
 
 impl CredentialBuilder<FederatedTokenGrant> {
     /// Validates the configuration and builds the credential. The token file is read on first
