@@ -410,41 +410,49 @@ mod tests {
             .unwrap_or(Status::NotApplicable)
     }
 
+    fn only_auth(x: &AuthLayer) -> Stack<'_> {
+        Stack {
+            auth: Some(x),
+            ..Stack::default()
+        }
+    }
+
+    fn only_exp_backoff(x: &ExpBackoffLayer) -> Stack<'_> {
+        Stack {
+            exp_backoff: Some(x),
+            ..Stack::default()
+        }
+    }
+
+    fn only_retry_after(x: &RetryAfterLayer) -> Stack<'_> {
+        Stack {
+            retry_after: Some(x),
+            ..Stack::default()
+        }
+    }
+
+    fn only_timeout(x: &TimeoutLayer) -> Stack<'_> {
+        Stack {
+            timeout: Some(x),
+            ..Stack::default()
+        }
+    }
+
+    fn only_tokens(x: &TokenCache) -> Stack<'_> {
+        Stack {
+            tokens: Some(x),
+            ..Stack::default()
+        }
+    }
+
     #[test]
     fn o3_credential_source() {
         let mi = cache("managed_identity/imds", "http://169.254.169.254");
         let cs = cache("client_secret", "https://login.microsoftonline.com");
         let custom = cache("mine", "https://login.microsoftonline.com");
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&mi),
-                    ..Stack::default()
-                },
-                "credential"
-            ),
-            Status::Pass
-        );
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&cs),
-                    ..Stack::default()
-                },
-                "credential"
-            ),
-            Status::Warn
-        );
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&custom),
-                    ..Stack::default()
-                },
-                "credential"
-            ),
-            Status::Warn
-        );
+        assert_eq!(status(&only_tokens(&mi), "credential"), Status::Pass);
+        assert_eq!(status(&only_tokens(&cs), "credential"), Status::Warn);
+        assert_eq!(status(&only_tokens(&custom), "credential"), Status::Warn);
         assert_eq!(
             status(&Stack::default(), "credential"),
             Status::NotApplicable
@@ -461,26 +469,14 @@ mod tests {
         ] {
             let c = cache("client_secret", authority);
             assert_eq!(
-                status(
-                    &Stack {
-                        tokens: Some(&c),
-                        ..Stack::default()
-                    },
-                    "authority_host"
-                ),
+                status(&only_tokens(&c), "authority_host"),
                 want,
                 "{authority}"
             );
         }
         let mi = cache("managed_identity/imds", "http://169.254.169.254");
         assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&mi),
-                    ..Stack::default()
-                },
-                "authority_host"
-            ),
+            status(&only_tokens(&mi), "authority_host"),
             Status::NotApplicable
         );
     }
@@ -488,27 +484,9 @@ mod tests {
     #[test]
     fn o3_fixed_scopes() {
         let c = cache("client_secret", "https://login.microsoftonline.com");
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&c),
-                    ..Stack::default()
-                },
-                "fixed_scopes"
-            ),
-            Status::Pass
-        );
+        assert_eq!(status(&only_tokens(&c), "fixed_scopes"), Status::Pass);
         let empty = TokenCache::new(Id("client_secret", "x"), Vec::<String>::new());
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&empty),
-                    ..Stack::default()
-                },
-                "fixed_scopes"
-            ),
-            Status::Fail
-        );
+        assert_eq!(status(&only_tokens(&empty), "fixed_scopes"), Status::Fail);
     }
 
     #[test]
@@ -589,13 +567,7 @@ mod tests {
         );
         let daemon = cache("client_secret", "https://login.microsoftonline.com");
         assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&daemon),
-                    ..Stack::default()
-                },
-                "persistent_cache"
-            ),
+            status(&only_tokens(&daemon), "persistent_cache"),
             Status::NotApplicable
         );
     }
@@ -651,23 +623,11 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            status(
-                &Stack {
-                    exp_backoff: Some(&good),
-                    ..Stack::default()
-                },
-                "retry_floor"
-            ),
+            status(&only_exp_backoff(&good), "retry_floor"),
             Status::Pass
         );
         assert_eq!(
-            status(
-                &Stack {
-                    exp_backoff: Some(&fast),
-                    ..Stack::default()
-                },
-                "retry_floor"
-            ),
+            status(&only_exp_backoff(&fast), "retry_floor"),
             Status::Fail
         );
         assert_eq!(status(&Stack::default(), "retry_floor"), Status::Warn);
@@ -697,26 +657,8 @@ mod tests {
     fn o3_retry_after_honoured() {
         let ra = RetryAfterLayer::default();
         let eb = ExpBackoffLayer::default();
-        assert_eq!(
-            status(
-                &Stack {
-                    retry_after: Some(&ra),
-                    ..Stack::default()
-                },
-                "retry_after"
-            ),
-            Status::Pass
-        );
-        assert_eq!(
-            status(
-                &Stack {
-                    exp_backoff: Some(&eb),
-                    ..Stack::default()
-                },
-                "retry_after"
-            ),
-            Status::Warn
-        );
+        assert_eq!(status(&only_retry_after(&ra), "retry_after"), Status::Pass);
+        assert_eq!(status(&only_exp_backoff(&eb), "retry_after"), Status::Warn);
         assert_eq!(status(&Stack::default(), "retry_after"), Status::Fail);
     }
 
@@ -736,35 +678,11 @@ mod tests {
             ),
             Status::Pass
         );
-        assert_eq!(
-            status(
-                &Stack {
-                    timeout: Some(&t),
-                    ..Stack::default()
-                },
-                "timeouts"
-            ),
-            Status::Warn
-        );
+        assert_eq!(status(&only_timeout(&t), "timeouts"), Status::Warn);
         assert_eq!(status(&Stack::default(), "timeouts"), Status::Warn);
+        assert_eq!(status(&only_exp_backoff(&eb), "retry_budget"), Status::Pass);
         assert_eq!(
-            status(
-                &Stack {
-                    exp_backoff: Some(&eb),
-                    ..Stack::default()
-                },
-                "retry_budget"
-            ),
-            Status::Pass
-        );
-        assert_eq!(
-            status(
-                &Stack {
-                    exp_backoff: Some(&no_budget),
-                    ..Stack::default()
-                },
-                "retry_budget"
-            ),
+            status(&only_exp_backoff(&no_budget), "retry_budget"),
             Status::Warn
         );
     }
@@ -776,37 +694,10 @@ mod tests {
         let closed = AuthLayer::new(c)
             .allow_origins(["https://api.example.com"])
             .unwrap();
-        assert_eq!(
-            status(
-                &Stack {
-                    auth: Some(&open),
-                    ..Stack::default()
-                },
-                "token_origins"
-            ),
-            Status::Warn
-        );
-        assert_eq!(
-            status(
-                &Stack {
-                    auth: Some(&closed),
-                    ..Stack::default()
-                },
-                "token_origins"
-            ),
-            Status::Pass
-        );
+        assert_eq!(status(&only_auth(&open), "token_origins"), Status::Warn);
+        assert_eq!(status(&only_auth(&closed), "token_origins"), Status::Pass);
         // The cache is taken from the auth layer.
-        assert_eq!(
-            status(
-                &Stack {
-                    auth: Some(&closed),
-                    ..Stack::default()
-                },
-                "credential"
-            ),
-            Status::Warn
-        );
+        assert_eq!(status(&only_auth(&closed), "credential"), Status::Warn);
     }
 
     fn origins_check(auth: &AuthLayer) -> Check {
