@@ -310,36 +310,26 @@ where
         }
         let tokens = self.layer.tokens.clone();
         if let Some(token) = tokens.cached() {
+            // Only a possible resend needs a copy of the request and a service to send it with.
+            // The copy is taken before the token goes in (a resend gets a new one anyway): for a
+            // request without headers of its own it then allocates nothing.
+            let backup = match self.layer.resend {
+                true => try_clone_request(&req),
+                false => None,
+            };
             req.headers_mut()
                 .insert(AUTHORIZATION, token.header_value().clone());
-            // Only a possible resend needs a copy of the request and a service to send it with.
-            let (backup, svc) = match self.layer.resend {
-                true => (try_clone_request(&req), Some(self.take_ready())),
-                false => (None, None),
-            };
-            let fut = match svc {
-                Some(mut svc) => {
-                    let fut = svc.call(req);
-                    return ResponseFuture {
-                        state: State::First {
-                            fut,
-                            rest: Some(Rest {
-                                svc: Some(svc),
-                                backup,
-                                token,
-                                tokens,
-                            }),
-                        },
-                    };
-                }
+            let mut svc = backup.is_some().then(|| self.take_ready());
+            let fut = match &mut svc {
+                Some(svc) => svc.call(req),
                 None => self.inner.call(req),
             };
             return ResponseFuture {
                 state: State::First {
                     fut,
                     rest: Some(Rest {
-                        svc: None,
-                        backup: None,
+                        svc,
+                        backup,
                         token,
                         tokens,
                     }),

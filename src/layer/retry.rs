@@ -22,6 +22,7 @@ use crate::retry::classify::{
     classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive,
 };
 use crate::retry::driver::{self, CallCtx, Decision, Progress, RetryPolicy, Transport};
+use crate::retry::policy::retryable_status;
 use crate::retry::throttle::uri_origin_key;
 use crate::retry::throttle::ThrottleGate;
 use crate::{BoxError, Error};
@@ -60,15 +61,25 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for RetryService<S, P> {
 }
 
 /// Builds the call's context from a request. A `RetryAfterLayer` marks the request (with its
-/// origin gate) for the layers inside it.
-pub(crate) fn tower_ctx<B, P: TowerRetryPolicy>(req: &mut Request<B>, policy: &P) -> CallCtx {
+/// origin gate) for the layers inside it. The origin key is left at 0 unless `origin` is set:
+/// hashing it costs more than the rest of the call, and a call that is answered at once never
+/// needs it (see [`Rest::origin_known`]).
+pub(crate) fn tower_ctx<B, P: TowerRetryPolicy>(
+    req: &mut Request<B>,
+    policy: &P,
+    origin: bool,
+) -> CallCtx {
     let ext = req.extensions_mut();
     let retry_after_outside = ext.get::<RetryAfterActive>().is_some();
     if P::IS_RETRY_AFTER {
         ext.insert(RetryAfterActive(policy.origin_gate().cloned()));
     }
     CallCtx {
-        origin: uri_origin_key(req.uri(), req.headers()),
+        origin: if origin {
+            uri_origin_key(req.uri(), req.headers())
+        } else {
+            0
+        },
         idempotent: is_idempotent(req.method()),
         deadline: req.extensions().get::<Deadline>().map(|d| d.0),
         retry_after_outside,
@@ -100,11 +111,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ctx = tower_ctx(&mut req, &self.policy);
+        // Only a gate that holds some origin now needs this request's origin before it is sent.
+        let gate_may_hold = self.policy.gate_may_hold();
+        let mut ctx = tower_ctx(&mut req, &self.policy, gate_may_hold);
         self.policy.on_call();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if self.policy.held_until(&ctx).is_some() {
+        if gate_may_hold && self.policy.held_until(&ctx).is_some() {
             let transport = TowerTransport {
                 svc: inner,
                 _body: PhantomData,
@@ -115,6 +128,11 @@ where
             };
         }
         let backup = try_clone_request(&req);
+        // Without a copy, the origin cannot be read later: hash it now.
+        let origin_known = gate_may_hold || backup.is_none();
+        if origin_known && !gate_may_hold {
+            ctx.origin = uri_origin_key(req.uri(), req.headers());
+        }
         let fut = inner.call(req);
         let transport = TowerTransport {
             svc: inner,
@@ -127,6 +145,7 @@ where
                     transport,
                     backup,
                     ctx,
+                    origin_known,
                     policy: self.policy.clone(),
                 }),
             },
@@ -138,6 +157,9 @@ struct Rest<S, B, P> {
     transport: TowerTransport<S, B>,
     backup: Option<Request<B>>,
     ctx: CallCtx,
+    /// Whether `ctx.origin` is set; if not, it is read from `backup` when an outcome may be
+    /// retried (the only time a policy looks at it).
+    origin_known: bool,
     policy: P,
 }
 
@@ -186,9 +208,18 @@ where
             match this.state.as_mut().project() {
                 StateProj::First { fut, rest } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
-                    let Some(rest) = rest.take() else {
+                    let Some(mut rest) = rest.take() else {
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
                     };
+                    // A status no policy retries is done: no clock read, no decision.
+                    if matches!(&result, Ok(r) if !retryable_status(r.status())) {
+                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
+                    }
+                    if !rest.origin_known {
+                        if let Some(b) = &rest.backup {
+                            rest.ctx.origin = uri_origin_key(b.uri(), b.headers());
+                        }
+                    }
                     let outcome = driver::outcome::<TowerTransport<S, B>>(&result);
                     let decision =
                         rest.policy

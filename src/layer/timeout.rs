@@ -101,7 +101,7 @@ where
     fn call(&mut self, req: R) -> Self::Future {
         ResponseFuture {
             inner: self.inner.call(req),
-            sleep: tokio::time::sleep(self.timeout),
+            timer: Timer::Unarmed,
             after: self.timeout,
         }
     }
@@ -113,8 +113,18 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         #[pin]
-        sleep: Sleep,
+        timer: Timer,
         after: Duration,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The attempt's timer, started the first time the attempt is not answered at once: an
+    /// answer on the first poll never touches the clock or the timer wheel.
+    #[project = TimerProj]
+    enum Timer {
+        Unarmed,
+        Armed { #[pin] sleep: Sleep },
     }
 }
 
@@ -134,7 +144,7 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if this.after.is_zero() {
             // Nothing sent: the inner future is never polled.
             return Poll::Ready(Err(Box::new(zero_timeout_error())));
@@ -142,7 +152,15 @@ where
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        match this.sleep.poll(cx) {
+        if let TimerProj::Unarmed = this.timer.as_mut().project() {
+            this.timer.set(Timer::Armed {
+                sleep: tokio::time::sleep(*this.after),
+            });
+        }
+        let TimerProj::Armed { sleep } = this.timer.project() else {
+            return Poll::Pending;
+        };
+        match sleep.poll(cx) {
             Poll::Ready(()) => {
                 tracing::warn!(
                     after_ms = this.after.as_millis() as u64,

@@ -77,6 +77,11 @@ pub trait RetryPolicy: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// Counts a new call (and earns retry budget).
     fn on_call(&self);
+    /// Whether this policy's gate may hold some origin now (cheap: no hashing, and no clock
+    /// read while nothing was ever held).
+    fn gate_may_hold(&self) -> bool {
+        false
+    }
     /// Until when the call's origin is held, if it is (checked before every attempt).
     fn held_until(&self, _ctx: &CallCtx) -> Option<Instant> {
         None
@@ -166,10 +171,16 @@ pub fn finish<T: Transport>(
     result
 }
 
-/// The attempt count of a first result that needs no retry (the fast path).
-pub fn finish_first<T: Transport>(result: Result<T::Resp, T::Err>) -> Result<T::Resp, T::Err> {
-    let n = attempts_of::<T>(&result);
-    finish::<T>(result, n, false)
+/// The attempt count of a first result that needs no retry (the fast path): one, unless a layer
+/// inside already stamped its own count (then it is left as it is, not stamped again).
+pub fn finish_first<T: Transport>(mut result: Result<T::Resp, T::Err>) -> Result<T::Resp, T::Err> {
+    if let Ok(resp) = &mut result {
+        let ext = T::extensions_mut(resp);
+        if ext.get::<Attempts>().is_none() {
+            ext.insert(Attempts(1));
+        }
+    }
+    result
 }
 
 /// Waits while the call's origin is held — by this policy's gate or by the gate of a
