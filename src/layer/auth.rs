@@ -153,6 +153,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             layer: self.clone(),
+            attach_to: None,
         }
     }
 }
@@ -162,6 +163,11 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     layer: AuthLayer,
+    /// The scheme and authority the last request that got the token went to: the next request
+    /// to the same one (compared as the origin rules do, ASCII case-insensitively) gets it
+    /// without parsing host and port again. The decision depends only on them and on the
+    /// layer's fixed origins, so it is the same.
+    attach_to: Option<(http::uri::Scheme, http::uri::Authority)>,
 }
 
 /// Sends `req` with `token`, and on an actionable 401 challenge fetches the right token and
@@ -291,7 +297,24 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.layer.decide(Origin::of_uri(req.uri()), req.headers()) {
+        let same_origin = !req.headers().contains_key(AUTHORIZATION)
+            && matches!(
+                (&self.attach_to, req.uri().scheme(), req.uri().authority()),
+                (Some((s, a)), Some(scheme), Some(authority))
+                    if s == scheme && (a.as_str() == authority.as_str() || a == authority)
+            );
+        let decision = if same_origin {
+            Decision::Attach
+        } else {
+            let decision = self.layer.decide(Origin::of_uri(req.uri()), req.headers());
+            if let (Decision::Attach, Some(scheme), Some(authority)) =
+                (&decision, req.uri().scheme(), req.uri().authority())
+            {
+                self.attach_to = Some((scheme.clone(), authority.clone()));
+            }
+            decision
+        };
+        match decision {
             Decision::Refuse(e) => {
                 return ResponseFuture {
                     state: State::Slow {

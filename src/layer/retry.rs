@@ -4,6 +4,7 @@
 //! The first attempt runs inside a hand-written future with no allocation; only when an
 //! outcome must be retried (or the origin is held) does the call move into a boxed future.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -18,9 +19,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::body::{try_clone_request, TryCloneBody};
-use crate::retry::classify::{
-    classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive,
-};
+use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
 use crate::retry::driver::{self, CallCtx, Decision, Progress, RetryPolicy, Transport};
 use crate::retry::policy::retryable_status;
 use crate::retry::throttle::uri_origin_key;
@@ -60,20 +59,10 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for RetryService<S, P> {
     }
 }
 
-/// Builds the call's context from a request. A `RetryAfterLayer` marks the request (with its
-/// origin gate) for the layers inside it. The origin key is left at 0 unless `origin` is set:
-/// hashing it costs more than the rest of the call, and a call that is answered at once never
-/// needs it (see [`Rest::origin_known`]).
-pub(crate) fn tower_ctx<B, P: TowerRetryPolicy>(
-    req: &mut Request<B>,
-    policy: &P,
-    origin: bool,
-) -> CallCtx {
-    let ext = req.extensions_mut();
-    let retry_after_outside = ext.get::<RetryAfterActive>().is_some();
-    if P::IS_RETRY_AFTER {
-        ext.insert(RetryAfterActive(policy.origin_gate().cloned()));
-    }
+/// Builds the call's context from a request. The origin key is left at 0 unless `origin` is
+/// set: hashing it costs more than the rest of the call, and a call that is answered at once
+/// never needs it (see [`Rest::origin_known`]).
+pub(crate) fn tower_ctx<B>(req: &Request<B>, origin: bool) -> CallCtx {
     CallCtx {
         origin: if origin {
             uri_origin_key(req.uri(), req.headers())
@@ -82,8 +71,78 @@ pub(crate) fn tower_ctx<B, P: TowerRetryPolicy>(
         },
         idempotent: is_idempotent(req.method()),
         deadline: req.extensions().get::<Deadline>().map(|d| d.0),
-        retry_after_outside,
+        retry_after_outside: retry_after_outside(),
     }
+}
+
+/// The gate a `RetryAfterLayer` shares with the layers inside it: `Some(gate)` for a
+/// `RetryAfterLayer` (`Some(None)` if it holds no origins), `None` for other layers.
+type RetryAfterMark = Option<Option<Arc<ThrottleGate>>>;
+
+thread_local! {
+    /// How many of this crate's tower retry layers are, on this thread, calling or polling the
+    /// code that runs now (the layers inside them run within their `call` and `poll`).
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// The innermost `RetryAfterLayer` among them, with its origin gate (rule R10).
+    static RETRY_AFTER: RefCell<RetryAfterMark> = const { RefCell::new(None) };
+}
+
+/// How the tower retry layers tell the layers inside them that they are there — without
+/// touching the request: a marker in its extensions would cost an allocation per call, and a
+/// copy of the map in every copy of the request. A layer marks the thread while it calls or
+/// polls its inner service; a layer inside reads the mark while it decides. The mark is
+/// restored when the scope ends, a panic included.
+struct Scope {
+    /// What `RETRY_AFTER` held before, if this scope replaced it.
+    prev: Option<RetryAfterMark>,
+}
+
+impl Scope {
+    /// Enters the scope; a `RetryAfterLayer` passes its gate (moved in, handed back by
+    /// [`leave`](Self::leave)).
+    fn enter(retry_after: RetryAfterMark) -> Scope {
+        DEPTH.with(|d| d.set(d.get().saturating_add(1)));
+        let prev = retry_after.map(|gate| RETRY_AFTER.with(|r| r.replace(Some(gate))));
+        Scope { prev }
+    }
+
+    /// Leaves the scope, handing back what `enter` was given.
+    fn leave(mut self) -> RetryAfterMark {
+        match self.prev.take() {
+            Some(prev) => RETRY_AFTER.with(|r| r.replace(prev)),
+            None => None,
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        if let Some(prev) = self.prev.take() {
+            RETRY_AFTER.with(|r| r.replace(prev));
+        }
+    }
+}
+
+/// Whether a `RetryAfterLayer` is outside the layer running now.
+fn retry_after_outside() -> bool {
+    RETRY_AFTER.with(|r| r.borrow().is_some())
+}
+
+/// Whether another retry layer is outside the layer running now: it stamps the attempt count
+/// (R7) on the final response, so a first attempt answered at once needs no stamp here.
+fn retry_layer_outside() -> bool {
+    DEPTH.with(Cell::get) > 0
+}
+
+/// The origin gate of the innermost `RetryAfterLayer` outside, if any.
+fn outer_retry_after_gate() -> Option<Arc<ThrottleGate>> {
+    RETRY_AFTER.with(|r| r.borrow().clone().flatten())
+}
+
+/// The mark this policy's layer puts on the thread.
+fn mark_of<P: TowerRetryPolicy>(policy: &P) -> RetryAfterMark {
+    P::IS_RETRY_AFTER.then(|| policy.origin_gate().cloned())
 }
 
 /// Implemented by the two retry layers' policies (sealed: the module is private).
@@ -110,21 +169,23 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         // Only a gate that holds some origin now needs this request's origin before it is sent.
         let gate_may_hold = self.policy.gate_may_hold();
-        let mut ctx = tower_ctx(&mut req, &self.policy, gate_may_hold);
+        let mut ctx = tower_ctx(&req, gate_may_hold);
         self.policy.on_call();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         if gate_may_hold && self.policy.held_until(&ctx).is_some() {
+            let clone = self.inner.clone();
             let transport = TowerTransport {
-                svc: inner,
+                svc: std::mem::replace(&mut self.inner, clone),
                 _body: PhantomData,
             };
             let fut = driver::run(self.policy.clone(), transport, req, ctx);
             return ResponseFuture {
-                state: State::Slow { fut: Box::pin(fut) },
+                state: State::Slow {
+                    fut: Box::pin(fut),
+                    mark: mark_of(&self.policy),
+                },
             };
         }
         let backup = try_clone_request(&req);
@@ -133,9 +194,13 @@ where
         if origin_known && !gate_may_hold {
             ctx.origin = uri_origin_key(req.uri(), req.headers());
         }
-        let fut = inner.call(req);
+        // The service `poll_ready` readied takes the request; a clone of it (readied again
+        // before use) is kept for retries.
+        let scope = Scope::enter(mark_of(&self.policy));
+        let fut = self.inner.call(req);
+        let mark = scope.leave();
         let transport = TowerTransport {
-            svc: inner,
+            svc: self.inner.clone(),
             _body: PhantomData,
         };
         ResponseFuture {
@@ -146,6 +211,7 @@ where
                     backup,
                     ctx,
                     origin_known,
+                    mark,
                     policy: self.policy.clone(),
                 }),
             },
@@ -160,6 +226,8 @@ struct Rest<S, B, P> {
     /// Whether `ctx.origin` is set; if not, it is read from `backup` when an outcome may be
     /// retried (the only time a policy looks at it).
     origin_known: bool,
+    /// This layer's mark, put on the thread while it polls the inner future.
+    mark: RetryAfterMark,
     policy: P,
 }
 
@@ -178,7 +246,7 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<F, R, T> {
         First { #[pin] fut: F, rest: Option<R> },
-        Slow { fut: BoxFuture<'static, Result<T, BoxError>> },
+        Slow { fut: BoxFuture<'static, Result<T, BoxError>>, mark: RetryAfterMark },
     }
 }
 
@@ -207,13 +275,19 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::First { fut, rest } => {
-                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    let Some(r) = rest.as_mut() else {
+                        return Poll::Ready(Err("ResponseFuture polled after completion".into()));
+                    };
+                    let scope = Scope::enter(r.mark.take());
+                    let polled = fut.poll(cx);
+                    r.mark = scope.leave();
+                    let result = ready!(polled).map_err(Into::into);
                     let Some(mut rest) = rest.take() else {
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
                     };
                     // A status no policy retries is done: no clock read, no decision.
                     if matches!(&result, Ok(r) if !retryable_status(r.status())) {
-                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
+                        return Poll::Ready(finish_first::<S, B>(result));
                     }
                     if !rest.origin_known {
                         if let Some(b) = &rest.backup {
@@ -225,7 +299,7 @@ where
                         rest.policy
                             .decide(&rest.ctx, Progress::default(), outcome, Instant::now());
                     if decision == Decision::Done {
-                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
+                        return Poll::Ready(finish_first::<S, B>(result));
                     }
                     let fut = driver::resume(
                         rest.policy,
@@ -235,12 +309,33 @@ where
                         result,
                         decision,
                     );
-                    this.state.set(State::Slow { fut: Box::pin(fut) });
+                    this.state.set(State::Slow {
+                        fut: Box::pin(fut),
+                        mark: rest.mark,
+                    });
                 }
-                StateProj::Slow { fut } => return fut.as_mut().poll(cx),
+                StateProj::Slow { fut, mark } => {
+                    // The retries call and poll the inner layers from in here.
+                    let _scope = Scope::enter(mark.clone());
+                    return fut.as_mut().poll(cx);
+                }
             }
         }
     }
+}
+
+/// The attempt count of a first result that needs no retry: left to a retry layer outside if
+/// there is one (a response without a count took one attempt).
+fn finish_first<S, B>(
+    result: Result<<TowerTransport<S, B> as Transport>::Resp, BoxError>,
+) -> Result<<TowerTransport<S, B> as Transport>::Resp, BoxError>
+where
+    TowerTransport<S, B>: Transport<Err = BoxError>,
+{
+    if retry_layer_outside() {
+        return result;
+    }
+    driver::finish_first::<TowerTransport<S, B>>(result)
 }
 
 /// Sends through a clone of the wrapped tower service.
@@ -291,10 +386,8 @@ where
         resp.extensions_mut()
     }
 
-    fn outer_gate(&self, req: &Self::Req) -> Option<Arc<ThrottleGate>> {
-        req.extensions()
-            .get::<RetryAfterActive>()
-            .and_then(|m| m.0.clone())
+    fn outer_gate(&self, _req: &Self::Req) -> Option<Arc<ThrottleGate>> {
+        outer_retry_after_gate()
     }
 
     fn error_kind(err: &Self::Err) -> ErrorKind {
