@@ -199,7 +199,7 @@ fn middleware_error(e: Error) -> reqwest_middleware::Error {
 impl Middleware for AuthLayer {
     fn handle<'life0, 'life1, 'life2, 'async_trait>(
         &'life0 self,
-        mut req: Request,
+        req: Request,
         extensions: &'life1 mut Extensions,
         next: Next<'life2>,
     ) -> HandleFuture<'async_trait>
@@ -218,8 +218,6 @@ impl Middleware for AuthLayer {
         let resend = self.resends();
         match tokens.cached() {
             Some(token) => {
-                req.headers_mut()
-                    .insert(http::header::AUTHORIZATION, token.header_value().clone());
                 let transport = ReqwestTransport { next, extensions };
                 Box::pin(send_with_challenge(
                     tokens,
@@ -236,8 +234,6 @@ impl Middleware for AuthLayer {
                     let token = token_for(tokens, deadline)
                         .await
                         .map_err(middleware_error)?;
-                    req.headers_mut()
-                        .insert(http::header::AUTHORIZATION, token.header_value().clone());
                     let transport = ReqwestTransport { next, extensions };
                     send_with_challenge(tokens, transport, req, token, resend, middleware_error)
                         .await

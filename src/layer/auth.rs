@@ -170,22 +170,20 @@ pub struct Auth<S> {
     attach_to: Option<(http::uri::Scheme, http::uri::Authority)>,
 }
 
-/// Sends `req` with `token`, and on an actionable 401 challenge fetches the right token and
-/// resends once (shared by both stacks). Only a 401 takes the (boxed) slow path.
+/// Attaches `token` to `req` and sends it, and on an actionable 401 challenge fetches the right
+/// token and resends once (shared by both stacks). Only a 401 takes the (boxed) slow path.
 pub(crate) async fn send_with_challenge<T: Transport>(
     tokens: &TokenCache,
     mut transport: T,
-    req: T::Req,
+    mut req: T::Req,
     token: AccessToken,
     resend: bool,
     to_err: fn(Error) -> T::Err,
 ) -> Result<T::Resp, T::Err> {
-    // Boxed, so the future of every call holds a pointer, not a second request.
-    let backup = if resend {
-        T::try_clone(&req).map(Box::new)
-    } else {
-        None
-    };
+    // The copy for a resend is taken before the token goes in (the resend carries a new one):
+    // a request without headers of its own is then copied without allocating a header map.
+    let backup = if resend { T::try_clone(&req) } else { None };
+    T::req_headers_mut(&mut req).insert(AUTHORIZATION, token.header_value().clone());
     let result = transport.send(req).await;
     let challenged = matches!(&result, Ok(resp) if T::head(resp).0 == StatusCode::UNAUTHORIZED);
     if !challenged {
@@ -194,7 +192,7 @@ pub(crate) async fn send_with_challenge<T: Transport>(
     Box::pin(answer_challenge(
         tokens,
         &mut transport,
-        backup.map(|b| *b),
+        backup,
         token,
         result,
         resend,
@@ -366,8 +364,6 @@ where
             let token = token_for(&tokens, deadline)
                 .await
                 .map_err(|e| Box::new(e) as BoxError)?;
-            req.headers_mut()
-                .insert(AUTHORIZATION, token.header_value().clone());
             let t = TowerTransport::new(inner);
             send_with_challenge(&tokens, t, req, token, resend, |e| Box::new(e) as BoxError).await
         };

@@ -275,6 +275,10 @@ fn b1() {
         ("four layers, before", timed(before::four(&tokens_before, inner))),
         ("four layers, after", timed(after::four(&tokens_after, inner))),
     ];
+    // `B1_ONLY=<text>`: run only the variants whose name contains it (for a profiler).
+    if let Ok(only) = std::env::var("B1_ONLY") {
+        variants.retain(|v| v.0.contains(&only));
+    }
     let rounds = env_usize("B1_ROUNDS", 41);
     let per = env_usize("B1_REQS", B1_REQS);
     let warmup = 3;
@@ -298,6 +302,9 @@ fn b1() {
         }
     }
     let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
+    if std::env::var("B1_ONLY").is_ok() {
+        return;
+    }
     report("B1", "ns", &names, &samples, 1, false);
     assert_eq!(cred_after.calls(), 1, "the cache stayed warm");
     assert_eq!(cred_before.calls(), 1, "the cache stayed warm");
