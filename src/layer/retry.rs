@@ -4,7 +4,7 @@
 //! The first attempt runs inside a hand-written future with no allocation; only when an
 //! outcome must be retried (or the origin is held) does the call move into a boxed future.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -80,10 +80,9 @@ pub(crate) fn tower_ctx<B>(req: &Request<B>, origin: bool) -> CallCtx {
 type RetryAfterMark = Option<Option<Arc<ThrottleGate>>>;
 
 thread_local! {
-    /// How many of this crate's tower retry layers are, on this thread, calling or polling the
-    /// code that runs now (the layers inside them run within their `call` and `poll`).
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
-    /// The innermost `RetryAfterLayer` among them, with its origin gate (rule R10).
+    /// The innermost `RetryAfterLayer` that is, on this thread, calling or polling the code that
+    /// runs now (the layers inside it run within its `call` and `poll`), with its origin gate
+    /// (rule R10).
     static RETRY_AFTER: RefCell<RetryAfterMark> = const { RefCell::new(None) };
 }
 
@@ -101,7 +100,6 @@ impl Scope {
     /// Enters the scope; a `RetryAfterLayer` passes its gate (moved in, handed back by
     /// [`leave`](Self::leave)).
     fn enter(retry_after: RetryAfterMark) -> Scope {
-        DEPTH.with(|d| d.set(d.get().saturating_add(1)));
         let prev = retry_after.map(|gate| RETRY_AFTER.with(|r| r.replace(Some(gate))));
         Scope { prev }
     }
@@ -117,7 +115,6 @@ impl Scope {
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
         if let Some(prev) = self.prev.take() {
             RETRY_AFTER.with(|r| r.replace(prev));
         }
@@ -127,12 +124,6 @@ impl Drop for Scope {
 /// Whether a `RetryAfterLayer` is outside the layer running now.
 fn retry_after_outside() -> bool {
     RETRY_AFTER.with(|r| r.borrow().is_some())
-}
-
-/// Whether another retry layer is outside the layer running now: it stamps the attempt count
-/// (R7) on the final response, so a first attempt answered at once needs no stamp here.
-fn retry_layer_outside() -> bool {
-    DEPTH.with(Cell::get) > 0
 }
 
 /// The origin gate of the innermost `RetryAfterLayer` outside, if any.
@@ -287,7 +278,7 @@ where
                     };
                     // A status no policy retries is done: no clock read, no decision.
                     if matches!(&result, Ok(r) if !retryable_status(r.status())) {
-                        return Poll::Ready(finish_first::<S, B>(result));
+                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
                     }
                     if !rest.origin_known {
                         if let Some(b) = &rest.backup {
@@ -299,7 +290,7 @@ where
                         rest.policy
                             .decide(&rest.ctx, Progress::default(), outcome, Instant::now());
                     if decision == Decision::Done {
-                        return Poll::Ready(finish_first::<S, B>(result));
+                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
                     }
                     let fut = driver::resume(
                         rest.policy,
@@ -322,20 +313,6 @@ where
             }
         }
     }
-}
-
-/// The attempt count of a first result that needs no retry: left to a retry layer outside if
-/// there is one (a response without a count took one attempt).
-fn finish_first<S, B>(
-    result: Result<<TowerTransport<S, B> as Transport>::Resp, BoxError>,
-) -> Result<<TowerTransport<S, B> as Transport>::Resp, BoxError>
-where
-    TowerTransport<S, B>: Transport<Err = BoxError>,
-{
-    if retry_layer_outside() {
-        return result;
-    }
-    driver::finish_first::<TowerTransport<S, B>>(result)
 }
 
 /// Sends through a clone of the wrapped tower service.
