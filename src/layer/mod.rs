@@ -24,7 +24,7 @@ pub(crate) mod auth;
 mod body;
 mod challenge;
 mod exp_backoff;
-mod retry;
+pub(crate) mod retry;
 mod retry_after;
 pub(crate) mod timeout;
 

@@ -77,7 +77,7 @@ pub(crate) fn tower_ctx<B>(req: &Request<B>, origin: bool) -> CallCtx {
 
 /// The gate a `RetryAfterLayer` shares with the layers inside it: `Some(gate)` for a
 /// `RetryAfterLayer` (`Some(None)` if it holds no origins), `None` for other layers.
-type RetryAfterMark = Option<Option<Arc<ThrottleGate>>>;
+pub(crate) type RetryAfterMark = Option<Option<Arc<ThrottleGate>>>;
 
 thread_local! {
     /// The innermost `RetryAfterLayer` that is, on this thread, calling or polling the code that
@@ -122,17 +122,45 @@ impl Drop for Scope {
 }
 
 /// Whether a `RetryAfterLayer` is outside the layer running now.
-fn retry_after_outside() -> bool {
+pub(crate) fn retry_after_outside() -> bool {
     RETRY_AFTER.with(|r| r.borrow().is_some())
 }
 
 /// The origin gate of the innermost `RetryAfterLayer` outside, if any.
-fn outer_retry_after_gate() -> Option<Arc<ThrottleGate>> {
+pub(crate) fn outer_retry_after_gate() -> Option<Arc<ThrottleGate>> {
     RETRY_AFTER.with(|r| r.borrow().clone().flatten())
 }
 
+pin_project_lite::pin_project! {
+    /// A future polled with a `RetryAfterLayer`'s mark on the thread (the reqwest-middleware
+    /// stack: the middlewares after it are called and polled from within its future).
+    pub(crate) struct Marked<F> {
+        #[pin]
+        fut: F,
+        mark: RetryAfterMark,
+    }
+}
+
+impl<F> Marked<F> {
+    pub(crate) fn new(fut: F, mark: RetryAfterMark) -> Self {
+        Marked { fut, mark }
+    }
+}
+
+impl<F: Future> Future for Marked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let scope = Scope::enter(this.mark.take());
+        let polled = this.fut.poll(cx);
+        *this.mark = scope.leave();
+        polled
+    }
+}
+
 /// The mark this policy's layer puts on the thread.
-fn mark_of<P: TowerRetryPolicy>(policy: &P) -> RetryAfterMark {
+pub(crate) fn mark_of<P: TowerRetryPolicy>(policy: &P) -> RetryAfterMark {
     P::IS_RETRY_AFTER.then(|| policy.origin_gate().cloned())
 }
 
@@ -344,6 +372,10 @@ where
 
     fn try_clone(req: &Self::Req) -> Option<Self::Req> {
         try_clone_request(req)
+    }
+
+    fn origin_key(req: &Self::Req) -> u64 {
+        uri_origin_key(req.uri(), req.headers())
     }
 
     async fn send(&mut self, req: Self::Req) -> Result<Self::Resp, Self::Err> {

@@ -399,7 +399,7 @@ fn b2() {
         ("four layers, before", before::four_client(plain.clone(), &tokens_before, &origin)),
         ("four layers, after", after::four_client(plain.clone(), &tokens_after, &origin)),
     ];
-    let rounds = env_usize("B2_ROUNDS", 21);
+    let rounds = env_usize("B2_ROUNDS", 31);
     let warmup = 2;
     let n = variants.len();
     let mut samples = vec![Vec::new(); n];
