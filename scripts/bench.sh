@@ -78,6 +78,22 @@ STARTED="$(date -u '+%Y-%m-%d %H:%M UTC')"
 rm -rf "$TARGET_DIR"/criterion/b3_*
 echo "== benches/hot_path (B1, B1s, B2)"
 "$TARGET_DIR/release/hot_path" | tee "$LOGS/hot_path.txt"
+# Instruction counts (repeatable, unlike times): each B1 variant alone under callgrind; the
+# bare service's count is subtracted in the table.
+: >"$LOGS/callgrind.txt"
+if command -v valgrind >/dev/null 2>&1; then
+    for v in "bare service_fn" "tower-http SetRequestHeader (static)" \
+        "ArcSwap<HeaderValue> + pin-project (design limit)" \
+        "AuthLayer defaults, before" "AuthLayer defaults, after" \
+        "AuthLayer resend_on_challenge(false), before" "AuthLayer resend_on_challenge(false), after" \
+        "four layers, before" "four layers, after"; do
+        out="$LOGS/callgrind.out"
+        B1_ONLY="$v" B1_ROUNDS=1 B1_REQS=20000 valgrind --tool=callgrind --callgrind-out-file="$out" \
+            "$TARGET_DIR/release/hot_path" b1 >/dev/null 2>&1
+        ir=$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}')
+        echo "$v	$ir" >>"$LOGS/callgrind.txt"
+    done
+fi
 run() {
     local name=$1
     shift
@@ -198,9 +214,37 @@ def rps_r(d):
 hp_row("B2", "four layers on reqwest-middleware / reqwest-middleware with one static `Authorization` middleware: throughput (loopback, 32 in flight)",
        f"{rps_r(b)}; **{ratio(b)}**", f"{rps_r(a)}; **{ratio(a)}**", rps_r(st), "≥ 0.99×", "≥ 0.95×",
        "yes" if a["ratio"] >= 0.99 else ("must-show only" if a["ratio"] >= 0.95 else "**no**"))
-hp_row("B1 ref", "bare `service_fn`; hand-written `ArcSwap<HeaderValue>` + pin-project layer (the design limit) / static header",
-       "", f"{nsr(bare)}, {bare['ratio']:.2f}×; {nsr(swap)}, **{ratio(swap)}**", nsr(static), "", "", "")
+sc = h("B2cpu", "reqwest-middleware, one static Authorization middleware")
+b, a = h("B2cpu", "four layers, before"), h("B2cpu", "four layers, after")
+
+
+def us(d):
+    return f"{d['median'] / 1000:.1f} µs ({d['min'] / 1000:.1f}–{d['max'] / 1000:.1f})"
+
+
+hp_rows.append(f"| B2 ref | the same rounds as process CPU time per request (client and server; other processes disturb it less than wall time): ratio > 1 costs more | {us(b)}; {ratio(b)}, +{(b['median'] - sc['median']) / 1000:.1f} µs | {us(a)}; {ratio(a)}, +{(a['median'] - sc['median']) / 1000:.1f} µs | {us(sc)} | | |")
+hp_rows.append(f"| B1 ref | bare `service_fn`; hand-written `ArcSwap<HeaderValue>` + pin-project layer (the design limit) / static header | | {nsr(bare)}, {bare['ratio']:.2f}×; {nsr(swap)}, **{ratio(swap)}** | {nsr(static)} | | |")
 rounds_b1, rounds_b2 = static["rounds"], st["rounds"]
+
+# Instructions per request (callgrind): 4 rounds of 20,000 requests (3 warm-up + 1), minus the
+# bare service's run.
+ir = {}
+with open(os.path.join(logs, "callgrind.txt")) as f:
+    for line in f:
+        if "\t" in line:
+            k, v = line.rstrip("\n").split("\t")
+            if v:
+                ir[k] = int(v)
+ir_rows = []
+if "bare service_fn" in ir:
+    per = lambda k: (ir[k] - ir["bare service_fn"]) / 80_000
+    base_ir = per("tower-http SetRequestHeader (static)")
+    for k in ("tower-http SetRequestHeader (static)", "ArcSwap<HeaderValue> + pin-project (design limit)",
+              "AuthLayer defaults, before", "AuthLayer defaults, after",
+              "AuthLayer resend_on_challenge(false), before", "AuthLayer resend_on_challenge(false), after",
+              "four layers, before", "four layers, after"):
+        if k in ir:
+            ir_rows.append(f"| {k} | {per(k):,.0f} | {per(k) / base_ir:.2f}× |")
 
 # B3
 g = "b3_cold_start"
@@ -270,6 +314,13 @@ in brackets; ratios are ratios of medians, with the min–max of the per-round r
 | --- | --- | --- | --- | --- | --- | --- |
 """ + "\n".join(hp_rows) + f"""
 
+Instructions per request beyond the bare `service_fn` (`valgrind --tool=callgrind`, each
+variant alone, 80,000 requests; repeatable to a few instructions, unlike times on shared cores):
+
+| variant | instructions per request | / static header |
+| --- | --- | --- |
+""" + "\n".join(ir_rows) + f"""
+
 ## B3–B5
 
 Figures are criterion mean point estimates (B3) and exact counts (B3 requests, B4, B5).
@@ -294,7 +345,8 @@ Figures are criterion mean point estimates (B3) and exact counts (B3 requests, B
   runtime; the figure is requests per second of wall time. Baseline: reqwest-middleware with one
   middleware that inserts the same static `Authorization` value. Stack as B1s, `AuthLayer` with
   `allow_origins` = the server. Loopback figures on 2 shared cores move by several per cent
-  from round to round: read the medians.
+  from round to round: read the medians. The same rounds are also reported as the process's
+  CPU time per request (`CLOCK_PROCESS_CPUTIME_ID`, client and server together).
 - **B3** `benches/cold_start.rs`: per iteration a new empty `TokenCache` over a counting
   credential that answers after 5 ms (tokio sleep), 10,000 callers each in its own task
   (`JoinSet`, spawning timed), 2-worker runtime; the credential's call count is asserted to be 1.

@@ -14,11 +14,11 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
 use crate::layer::auth::{send_with_challenge, token_for};
-use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
-use crate::origin::{Decision, Origin};
 use crate::layer::retry::{
     mark_of, outer_retry_after_gate, retry_after_outside, Marked, TowerRetryPolicy,
 };
+use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
+use crate::origin::{Decision, Origin};
 use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
 use crate::retry::driver::{self, CallCtx, Transport};
 use crate::retry::throttle::{origin_key, ThrottleGate};

@@ -142,7 +142,9 @@ fn b1s_four_layers_allocate_only_the_header_insert_and_the_attempt_count() {
         assert_eq!(resp.extensions().get::<Attempts>(), Some(&Attempts(1)));
         drop(resp);
     });
-    println!("allocations per request: header insert + attempt count {baseline}, four layers {stacked}");
+    println!(
+        "allocations per request: header insert + attempt count {baseline}, four layers {stacked}"
+    );
     assert_eq!(stacked, baseline);
     assert_eq!(tokens.stats().idp_requests, 1);
 }

@@ -150,9 +150,13 @@ impl Account {
     }
 
     fn now_ns(&self) -> u64 {
-        let ns = Instant::now().saturating_duration_since(self.base).as_nanos();
+        let ns = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_nanos();
         // 2^60 ns is 36 years.
-        u64::try_from(ns).unwrap_or(u64::MAX).min(u64::MAX >> INDEX_BITS)
+        u64::try_from(ns)
+            .unwrap_or(u64::MAX)
+            .min(u64::MAX >> INDEX_BITS)
     }
 
     /// Moves the current slot on once it is over (as tower's `TpsBudget::expire`): the thread

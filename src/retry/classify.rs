@@ -6,7 +6,6 @@ use http::Method;
 
 use tokio::time::Instant;
 
-
 /// The kind of a failed attempt that produced no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(unreachable_pub)]

@@ -66,7 +66,9 @@ impl ThrottleGate {
         if any == 0 {
             return false;
         }
-        let now_ms = Instant::now().saturating_duration_since(self.base).as_millis();
+        let now_ms = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_millis();
         u128::from(any) > now_ms
     }
 

@@ -65,7 +65,10 @@ const PER_TASK: usize = 100;
 const BODY: &[u8] = br#"{"data":"ok"}"#;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// CPU time of the calling thread.
@@ -76,6 +79,18 @@ fn thread_cpu() -> Duration {
     };
     // SAFETY: `ts` is a valid, writable timespec.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time of the whole process (all threads: client, server and runtime).
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0);
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
@@ -158,13 +173,22 @@ fn median(v: &[f64]) -> f64 {
 
 fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        })
 }
 
 /// Prints one `RESULT` line per variant: its median and min–max per round, and its ratio to
 /// `baseline` (ratio of medians, and min–max of the per-round ratios). `higher_is_better`
 /// flips the per-round ratio (throughput).
-fn report(bench: &str, unit: &str, names: &[&str], samples: &[Vec<f64>], baseline: usize, higher_is_better: bool) {
+fn report(
+    bench: &str,
+    unit: &str,
+    names: &[&str],
+    samples: &[Vec<f64>],
+    baseline: usize,
+    higher_is_better: bool,
+) {
     let base = median(&samples[baseline]);
     for (i, name) in names.iter().enumerate() {
         let m = median(&samples[i]);
@@ -262,8 +286,14 @@ fn b1() {
             "ArcSwap<HeaderValue> + pin-project (design limit)",
             timed(SwapHeader { inner, value: swap }),
         ),
-        ("AuthLayer defaults, before", timed(before::auth(&tokens_before, inner))),
-        ("AuthLayer defaults, after", timed(after::auth(&tokens_after, inner))),
+        (
+            "AuthLayer defaults, before",
+            timed(before::auth(&tokens_before, inner)),
+        ),
+        (
+            "AuthLayer defaults, after",
+            timed(after::auth(&tokens_after, inner)),
+        ),
         (
             "AuthLayer resend_on_challenge(false), before",
             timed(before::auth_no_resend(&tokens_before, inner)),
@@ -272,8 +302,14 @@ fn b1() {
             "AuthLayer resend_on_challenge(false), after",
             timed(after::auth_no_resend(&tokens_after, inner)),
         ),
-        ("four layers, before", timed(before::four(&tokens_before, inner))),
-        ("four layers, after", timed(after::four(&tokens_after, inner))),
+        (
+            "four layers, before",
+            timed(before::four(&tokens_before, inner)),
+        ),
+        (
+            "four layers, after",
+            timed(after::four(&tokens_after, inner)),
+        ),
     ];
     // `B1_ONLY=<text>`: run only the variants whose name contains it (for a profiler).
     if let Ok(only) = std::env::var("B1_ONLY") {
@@ -394,28 +430,43 @@ fn b2() {
     let variants: Vec<(&str, ClientWithMiddleware)> = vec![
         (
             "reqwest-middleware, one static Authorization middleware",
-            ClientBuilder::new(plain.clone()).with(StaticAuth(value)).build(),
+            ClientBuilder::new(plain.clone())
+                .with(StaticAuth(value))
+                .build(),
         ),
-        ("four layers, before", before::four_client(plain.clone(), &tokens_before, &origin)),
-        ("four layers, after", after::four_client(plain.clone(), &tokens_after, &origin)),
+        (
+            "four layers, before",
+            before::four_client(plain.clone(), &tokens_before, &origin),
+        ),
+        (
+            "four layers, after",
+            after::four_client(plain.clone(), &tokens_after, &origin),
+        ),
     ];
     let rounds = env_usize("B2_ROUNDS", 31);
     let warmup = 2;
     let n = variants.len();
     let mut samples = vec![Vec::new(); n];
+    let mut cpu = vec![Vec::new(); n];
     for round in 0..rounds + warmup {
         for k in 0..n {
             let i = (round + k) % n;
             let start = Instant::now();
+            let start_cpu = process_cpu();
             rt.block_on(batch(&variants[i].1, &url));
+            let spent_cpu = process_cpu() - start_cpu;
             let secs = start.elapsed().as_secs_f64();
             if round >= warmup {
                 samples[i].push((TASKS * PER_TASK) as f64 / secs);
+                cpu[i].push(spent_cpu.as_nanos() as f64 / (TASKS * PER_TASK) as f64);
             }
         }
     }
     let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
     report("B2", "req/s", &names, &samples, 0, true);
+    // The same rounds in CPU time per request (client and server), which other processes on
+    // the machine disturb less than wall-clock throughput.
+    report("B2cpu", "ns", &names, &cpu, 0, false);
     assert_eq!(cred_after.calls(), 1, "the cache stayed warm");
     assert_eq!(cred_before.calls(), 1, "the cache stayed warm");
 }
