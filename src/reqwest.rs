@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Extensions, HeaderMap, StatusCode};
@@ -15,7 +16,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::layer::auth::{send_with_challenge, token_for};
 use crate::layer::retry::{
-    mark_of, outer_retry_after_gate, retry_after_outside, Marked, TowerRetryPolicy,
+    mark_of, outer_retry_after_gate, retry_after_outside, RetryAfterMark, Scope, TowerRetryPolicy,
 };
 use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 use crate::origin::{Decision, Origin};
@@ -97,6 +98,34 @@ fn reqwest_ctx(req: &Request, extensions: &Extensions) -> CallCtx {
         idempotent: is_idempotent(req.method()),
         deadline: extensions.get::<Deadline>().map(|d| d.0),
         retry_after_outside: retry_after_outside(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled with a `RetryAfterLayer`'s mark on the thread (the reqwest-middleware
+    /// stack: the middlewares after it are called and polled from within its future).
+    pub(crate) struct Marked<F> {
+        #[pin]
+        fut: F,
+        mark: RetryAfterMark,
+    }
+}
+
+impl<F> Marked<F> {
+    pub(crate) fn new(fut: F, mark: RetryAfterMark) -> Self {
+        Marked { fut, mark }
+    }
+}
+
+impl<F: Future> Future for Marked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let scope = Scope::enter(this.mark.take());
+        let polled = this.fut.poll(cx);
+        *this.mark = scope.leave();
+        polled
     }
 }
 

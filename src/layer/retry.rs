@@ -91,7 +91,7 @@ thread_local! {
 /// copy of the map in every copy of the request. A layer marks the thread while it calls or
 /// polls its inner service; a layer inside reads the mark while it decides. The mark is
 /// restored when the scope ends, a panic included.
-struct Scope {
+pub(crate) struct Scope {
     /// What `RETRY_AFTER` held before, if this scope replaced it.
     prev: Option<RetryAfterMark>,
 }
@@ -99,13 +99,13 @@ struct Scope {
 impl Scope {
     /// Enters the scope; a `RetryAfterLayer` passes its gate (moved in, handed back by
     /// [`leave`](Self::leave)).
-    fn enter(retry_after: RetryAfterMark) -> Scope {
+    pub(crate) fn enter(retry_after: RetryAfterMark) -> Scope {
         let prev = retry_after.map(|gate| RETRY_AFTER.with(|r| r.replace(Some(gate))));
         Scope { prev }
     }
 
     /// Leaves the scope, handing back what `enter` was given.
-    fn leave(mut self) -> RetryAfterMark {
+    pub(crate) fn leave(mut self) -> RetryAfterMark {
         match self.prev.take() {
             Some(prev) => RETRY_AFTER.with(|r| r.replace(prev)),
             None => None,
@@ -129,34 +129,6 @@ pub(crate) fn retry_after_outside() -> bool {
 /// The origin gate of the innermost `RetryAfterLayer` outside, if any.
 pub(crate) fn outer_retry_after_gate() -> Option<Arc<ThrottleGate>> {
     RETRY_AFTER.with(|r| r.borrow().clone().flatten())
-}
-
-pin_project_lite::pin_project! {
-    /// A future polled with a `RetryAfterLayer`'s mark on the thread (the reqwest-middleware
-    /// stack: the middlewares after it are called and polled from within its future).
-    pub(crate) struct Marked<F> {
-        #[pin]
-        fut: F,
-        mark: RetryAfterMark,
-    }
-}
-
-impl<F> Marked<F> {
-    pub(crate) fn new(fut: F, mark: RetryAfterMark) -> Self {
-        Marked { fut, mark }
-    }
-}
-
-impl<F: Future> Future for Marked<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let scope = Scope::enter(this.mark.take());
-        let polled = this.fut.poll(cx);
-        *this.mark = scope.leave();
-        polled
-    }
 }
 
 /// The mark this policy's layer puts on the thread.
