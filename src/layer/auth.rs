@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -152,22 +153,35 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Auth {
             inner,
-            layer: self.clone(),
+            layer: Arc::new(self.clone()),
             attach_to: None,
         }
     }
 }
 
 /// The service [`AuthLayer`] produces.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Auth<S> {
     inner: S,
-    layer: AuthLayer,
+    /// Shared by the clones (the retry layers outside clone the service on every call): one
+    /// reference count for the cache and the origins.
+    layer: Arc<AuthLayer>,
     /// The scheme and authority the last request that got the token went to: the next request
     /// to the same one (compared as the origin rules do, ASCII case-insensitively) gets it
     /// without parsing host and port again. The decision depends only on them and on the
     /// layer's fixed origins, so it is the same.
     attach_to: Option<(http::uri::Scheme, http::uri::Authority)>,
+}
+
+impl<S: Clone> Clone for Auth<S> {
+    /// A clone starts without the remembered origin (clones made for a retry send one request).
+    fn clone(&self) -> Self {
+        Auth {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+            attach_to: None,
+        }
+    }
 }
 
 /// Attaches `token` to `req` and sends it, and on an actionable 401 challenge fetches the right
