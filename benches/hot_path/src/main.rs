@@ -13,7 +13,10 @@
 //!   second of wall time. Compared with reqwest-middleware with one middleware that inserts a
 //!   static `Authorization` header of the same size.
 //!
-//! Output: one `RESULT` line per variant (JSON), read by `scripts/bench.sh`.
+//! Output: one `RESULT` line per variant (JSON), read by `scripts/bench.sh`. Arguments: `b1`,
+//! `b2` or nothing (both). Environment: `B1_ROUNDS` (41), `B1_REQS` (10,000 per round),
+//! `B2_ROUNDS` (31), `B1_ONLY=<text>` (only the B1 variants whose name contains it, no report:
+//! for a profiler), `B1_SIZES=1` (print each stack's future size).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -231,6 +234,16 @@ where
     S: Service<Request<()>, Response = Response<()>>,
     S::Error: std::fmt::Debug,
 {
+    if std::env::var("B1_SIZES").is_ok() {
+        eprintln!(
+            "{}: future {} bytes",
+            std::any::type_name::<S>()
+                .chars()
+                .take(60)
+                .collect::<String>(),
+            std::mem::size_of::<S::Future>()
+        );
+    }
     drive(&mut svc, Request::get(URI).body(()).unwrap());
 }
 
