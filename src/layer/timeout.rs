@@ -15,6 +15,9 @@ use crate::{BoxError, Error};
 /// Bounds each attempt. An attempt that runs out of time fails with [`Error::Timeout`] (boxed,
 /// downcastable), which [`ExpBackoffLayer`](crate::ExpBackoffLayer) retries after its back-off
 /// delay — never at once. Install it innermost, so that every retry gets its own timeout.
+/// The timer starts the first time the attempt is polled and not answered at once (futures are
+/// polled as soon as they are awaited), so an attempt answered at once never touches the timer
+/// wheel.
 ///
 /// ```
 /// use resilient_auth::TimeoutLayer;
