@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Extensions, HeaderMap, StatusCode};
@@ -14,12 +15,13 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
 use crate::layer::auth::{send_with_challenge, token_for};
+use crate::layer::retry::{
+    mark_of, outer_retry_after_gate, retry_after_outside, RetryAfterMark, Scope, TowerRetryPolicy,
+};
 use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 use crate::origin::{Decision, Origin};
-use crate::retry::classify::{
-    classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive,
-};
-use crate::retry::driver::{self, CallCtx, RetryPolicy, Transport};
+use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
+use crate::retry::driver::{self, CallCtx, Transport};
 use crate::retry::throttle::{origin_key, ThrottleGate};
 use crate::Error;
 
@@ -36,6 +38,15 @@ impl Transport for ReqwestTransport<'_> {
 
     fn try_clone(req: &Request) -> Option<Request> {
         req.try_clone()
+    }
+
+    fn origin_key(req: &Request) -> u64 {
+        let url = req.url();
+        origin_key(
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default(),
+        )
     }
 
     fn send(&mut self, req: Request) -> impl Future<Output = Result<Response, Self::Err>> + Send {
@@ -55,9 +66,7 @@ impl Transport for ReqwestTransport<'_> {
     }
 
     fn outer_gate(&self, _req: &Request) -> Option<Arc<ThrottleGate>> {
-        self.extensions
-            .get::<RetryAfterActive>()
-            .and_then(|m| m.0.clone())
+        outer_retry_after_gate()
     }
 
     fn error_kind(err: &Self::Err) -> ErrorKind {
@@ -81,26 +90,42 @@ pub(crate) fn reqwest_error_kind(err: &reqwest_middleware::Error) -> ErrorKind {
     }
 }
 
-fn reqwest_ctx<P: RetryPolicy>(
-    req: &Request,
-    extensions: &mut Extensions,
-    policy: &P,
-    is_retry_after: bool,
-) -> CallCtx {
-    let retry_after_outside = extensions.get::<RetryAfterActive>().is_some();
-    if is_retry_after {
-        extensions.insert(RetryAfterActive(policy.origin_gate().cloned()));
-    }
-    let url = req.url();
+/// The call's context; the origin key is hashed later, only if it is needed (see
+/// [`driver::run`]).
+fn reqwest_ctx(req: &Request, extensions: &Extensions) -> CallCtx {
     CallCtx {
-        origin: origin_key(
-            url.scheme(),
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default(),
-        ),
+        origin: 0,
         idempotent: is_idempotent(req.method()),
         deadline: extensions.get::<Deadline>().map(|d| d.0),
-        retry_after_outside,
+        retry_after_outside: retry_after_outside(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled with a `RetryAfterLayer`'s mark on the thread (the reqwest-middleware
+    /// stack: the middlewares after it are called and polled from within its future).
+    pub(crate) struct Marked<F> {
+        #[pin]
+        fut: F,
+        mark: RetryAfterMark,
+    }
+}
+
+impl<F> Marked<F> {
+    pub(crate) fn new(fut: F, mark: RetryAfterMark) -> Self {
+        Marked { fut, mark }
+    }
+}
+
+impl<F: Future> Future for Marked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let scope = Scope::enter(this.mark.take());
+        let polled = this.fut.poll(cx);
+        *this.mark = scope.leave();
+        polled
     }
 }
 
@@ -112,17 +137,21 @@ type HandleFuture<'a> =
 // synchronous preparation happens before the future is built, so the one allocation per call
 // and layer holds only what must live across the await (and stays on the allocator's fast path).
 
-fn handle_retry<'a, P: RetryPolicy>(
+fn handle_retry<'a, P: TowerRetryPolicy>(
     policy: &P,
-    is_retry_after: bool,
     req: Request,
     extensions: &'a mut Extensions,
     next: Next<'a>,
 ) -> HandleFuture<'a> {
-    let ctx = reqwest_ctx(&req, extensions, policy, is_retry_after);
+    let ctx = reqwest_ctx(&req, extensions);
     policy.on_call();
     let transport = ReqwestTransport { next, extensions };
-    Box::pin(driver::run(policy.clone(), transport, req, ctx))
+    // A `RetryAfterLayer` marks the thread while its future runs: the middlewares after it
+    // are called and polled from within it (rule R10, and each response retried once).
+    Box::pin(Marked::new(
+        driver::run(policy.clone(), transport, req, ctx),
+        mark_of(policy),
+    ))
 }
 
 impl Middleware for RetryAfterLayer {
@@ -138,7 +167,7 @@ impl Middleware for RetryAfterLayer {
         'life2: 'async_trait,
         Self: 'async_trait,
     {
-        handle_retry(self, true, req, extensions, next)
+        handle_retry(self, req, extensions, next)
     }
 }
 
@@ -155,7 +184,7 @@ impl Middleware for ExpBackoffLayer {
         'life2: 'async_trait,
         Self: 'async_trait,
     {
-        handle_retry(self, false, req, extensions, next)
+        handle_retry(self, req, extensions, next)
     }
 }
 
@@ -199,7 +228,7 @@ fn middleware_error(e: Error) -> reqwest_middleware::Error {
 impl Middleware for AuthLayer {
     fn handle<'life0, 'life1, 'life2, 'async_trait>(
         &'life0 self,
-        mut req: Request,
+        req: Request,
         extensions: &'life1 mut Extensions,
         next: Next<'life2>,
     ) -> HandleFuture<'async_trait>
@@ -218,8 +247,6 @@ impl Middleware for AuthLayer {
         let resend = self.resends();
         match tokens.cached() {
             Some(token) => {
-                req.headers_mut()
-                    .insert(http::header::AUTHORIZATION, token.header_value().clone());
                 let transport = ReqwestTransport { next, extensions };
                 Box::pin(send_with_challenge(
                     tokens,
@@ -236,8 +263,6 @@ impl Middleware for AuthLayer {
                     let token = token_for(tokens, deadline)
                         .await
                         .map_err(middleware_error)?;
-                    req.headers_mut()
-                        .insert(http::header::AUTHORIZATION, token.header_value().clone());
                     let transport = ReqwestTransport { next, extensions };
                     send_with_challenge(tokens, transport, req, token, resend, middleware_error)
                         .await

@@ -50,6 +50,7 @@ use tier::WallClock;
 
 use store::{stable_hash, TokenStore};
 
+use crate::retry::stats::ShardedCounter;
 use crate::retry::throttle::ThrottleGate;
 use crate::retry::Backoff;
 use crate::{AccessToken, CredentialIdentity, Error, TokenCredential};
@@ -176,7 +177,8 @@ impl Entry {
 
 #[derive(Debug, Default)]
 struct Counters {
-    hits: AtomicU64,
+    /// Bumped on every cache hit (the layers' hot path): sharded, so cores don't contend.
+    hits: ShardedCounter,
     misses: AtomicU64,
     idp_requests: AtomicU64,
     refreshes: AtomicU64,
@@ -339,7 +341,7 @@ impl TokenCache {
         let entry = &self.inner.default_entry;
         let now = Instant::now();
         let token = entry.usable(now)?;
-        bump(&self.inner.counters.hits);
+        self.inner.counters.hits.bump();
         if now >= token.refresh_at() {
             self.spawn_refresh(entry.clone());
         }
@@ -388,7 +390,7 @@ impl TokenCache {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CacheStats {
-            hits: get(&c.hits),
+            hits: c.hits.get(),
             misses: get(&c.misses),
             idp_requests: get(&c.idp_requests),
             refreshes: get(&c.refreshes),
@@ -449,7 +451,7 @@ impl TokenCache {
     ) -> Result<AccessToken, Error> {
         let now = Instant::now();
         if let Some(token) = entry.usable(now) {
-            bump(&self.inner.counters.hits);
+            self.inner.counters.hits.bump();
             if now >= token.refresh_at() {
                 self.spawn_refresh(entry.clone());
             }

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -152,34 +153,51 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Auth {
             inner,
-            layer: self.clone(),
+            layer: Arc::new(self.clone()),
+            attach_to: None,
         }
     }
 }
 
 /// The service [`AuthLayer`] produces.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Auth<S> {
     inner: S,
-    layer: AuthLayer,
+    /// Shared by the clones (the retry layers outside clone the service on every call): one
+    /// reference count for the cache and the origins.
+    layer: Arc<AuthLayer>,
+    /// The scheme and authority the last request that got the token went to: the next request
+    /// to the same one (compared as the origin rules do, ASCII case-insensitively) gets it
+    /// without parsing host and port again. The decision depends only on them and on the
+    /// layer's fixed origins, so it is the same.
+    attach_to: Option<(http::uri::Scheme, http::uri::Authority)>,
 }
 
-/// Sends `req` with `token`, and on an actionable 401 challenge fetches the right token and
-/// resends once (shared by both stacks). Only a 401 takes the (boxed) slow path.
+impl<S: Clone> Clone for Auth<S> {
+    /// A clone starts without the remembered origin (clones made for a retry send one request).
+    fn clone(&self) -> Self {
+        Auth {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+            attach_to: None,
+        }
+    }
+}
+
+/// Attaches `token` to `req` and sends it, and on an actionable 401 challenge fetches the right
+/// token and resends once (shared by both stacks). Only a 401 takes the (boxed) slow path.
 pub(crate) async fn send_with_challenge<T: Transport>(
     tokens: &TokenCache,
     mut transport: T,
-    req: T::Req,
+    mut req: T::Req,
     token: AccessToken,
     resend: bool,
     to_err: fn(Error) -> T::Err,
 ) -> Result<T::Resp, T::Err> {
-    // Boxed, so the future of every call holds a pointer, not a second request.
-    let backup = if resend {
-        T::try_clone(&req).map(Box::new)
-    } else {
-        None
-    };
+    // The copy for a resend is taken before the token goes in (the resend carries a new one):
+    // a request without headers of its own is then copied without allocating a header map.
+    let backup = if resend { T::try_clone(&req) } else { None };
+    T::req_headers_mut(&mut req).insert(AUTHORIZATION, token.header_value().clone());
     let result = transport.send(req).await;
     let challenged = matches!(&result, Ok(resp) if T::head(resp).0 == StatusCode::UNAUTHORIZED);
     if !challenged {
@@ -188,7 +206,7 @@ pub(crate) async fn send_with_challenge<T: Transport>(
     Box::pin(answer_challenge(
         tokens,
         &mut transport,
-        backup.map(|b| *b),
+        backup,
         token,
         result,
         resend,
@@ -291,7 +309,24 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.layer.decide(Origin::of_uri(req.uri()), req.headers()) {
+        let same_origin = !req.headers().contains_key(AUTHORIZATION)
+            && matches!(
+                (&self.attach_to, req.uri().scheme(), req.uri().authority()),
+                (Some((s, a)), Some(scheme), Some(authority))
+                    if s == scheme && (a.as_str() == authority.as_str() || a == authority)
+            );
+        let decision = if same_origin {
+            Decision::Attach
+        } else {
+            let decision = self.layer.decide(Origin::of_uri(req.uri()), req.headers());
+            if let (Decision::Attach, Some(scheme), Some(authority)) =
+                (&decision, req.uri().scheme(), req.uri().authority())
+            {
+                self.attach_to = Some((scheme.clone(), authority.clone()));
+            }
+            decision
+        };
+        match decision {
             Decision::Refuse(e) => {
                 return ResponseFuture {
                     state: State::Slow {
@@ -310,36 +345,26 @@ where
         }
         let tokens = self.layer.tokens.clone();
         if let Some(token) = tokens.cached() {
+            // Only a possible resend needs a copy of the request and a service to send it with.
+            // The copy is taken before the token goes in (a resend gets a new one anyway): for a
+            // request without headers of its own it then allocates nothing.
+            let backup = match self.layer.resend {
+                true => try_clone_request(&req),
+                false => None,
+            };
             req.headers_mut()
                 .insert(AUTHORIZATION, token.header_value().clone());
-            // Only a possible resend needs a copy of the request and a service to send it with.
-            let (backup, svc) = match self.layer.resend {
-                true => (try_clone_request(&req), Some(self.take_ready())),
-                false => (None, None),
-            };
-            let fut = match svc {
-                Some(mut svc) => {
-                    let fut = svc.call(req);
-                    return ResponseFuture {
-                        state: State::First {
-                            fut,
-                            rest: Some(Rest {
-                                svc: Some(svc),
-                                backup,
-                                token,
-                                tokens,
-                            }),
-                        },
-                    };
-                }
+            let mut svc = backup.is_some().then(|| self.take_ready());
+            let fut = match &mut svc {
+                Some(svc) => svc.call(req),
                 None => self.inner.call(req),
             };
             return ResponseFuture {
                 state: State::First {
                     fut,
                     rest: Some(Rest {
-                        svc: None,
-                        backup: None,
+                        svc,
+                        backup,
                         token,
                         tokens,
                     }),
@@ -353,8 +378,6 @@ where
             let token = token_for(&tokens, deadline)
                 .await
                 .map_err(|e| Box::new(e) as BoxError)?;
-            req.headers_mut()
-                .insert(AUTHORIZATION, token.header_value().clone());
             let t = TowerTransport::new(inner);
             send_with_challenge(&tokens, t, req, token, resend, |e| Box::new(e) as BoxError).await
         };

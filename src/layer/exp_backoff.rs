@@ -217,7 +217,7 @@ impl RetryPolicy for ExpBackoffLayer {
     const NAME: &'static str = "exp_backoff";
 
     fn on_call(&self) {
-        Counters::bump(&self.shared.counters.requests);
+        self.shared.counters.requests.bump();
         if let Some(budget) = &self.shared.budget {
             budget.deposit();
         }

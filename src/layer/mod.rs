@@ -7,7 +7,11 @@
 //!
 //! - `RetryAfterLayer` outside `ExpBackoffLayer`: a server-directed wait holds the whole origin,
 //!   including the back-off layer's retries; the back-off layer leaves responses with a retry
-//!   header to it (each response is retried by exactly one layer).
+//!   header to it (each response is retried by exactly one layer). On tower, the retry layers
+//!   see each other while one calls and polls the services inside it (a mark on the thread, so
+//!   the request carries no marker and no allocation); keep them in one service stack — a
+//!   layer between them that calls the inner service from another task (tower's `Buffer`)
+//!   hides the outer one, and the inner layer then acts as if it were alone.
 //! - The auth layer inside both retry layers: every retry picks up the current token (it may
 //!   have been refreshed during the wait).
 //! - `TimeoutLayer` innermost: the timeout bounds one attempt, not the whole call with its
@@ -20,7 +24,7 @@ pub(crate) mod auth;
 mod body;
 pub(crate) mod challenge;
 mod exp_backoff;
-mod retry;
+pub(crate) mod retry;
 mod retry_after;
 pub(crate) mod timeout;
 

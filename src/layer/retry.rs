@@ -4,6 +4,7 @@
 //! The first attempt runs inside a hand-written future with no allocation; only when an
 //! outcome must be retried (or the origin is held) does the call move into a boxed future.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -18,10 +19,9 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::body::{try_clone_request, TryCloneBody};
-use crate::retry::classify::{
-    classify_error, is_idempotent, Deadline, ErrorKind, RetryAfterActive,
-};
+use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
 use crate::retry::driver::{self, CallCtx, Decision, Progress, RetryPolicy, Transport};
+use crate::retry::policy::retryable_status;
 use crate::retry::throttle::uri_origin_key;
 use crate::retry::throttle::ThrottleGate;
 use crate::{BoxError, Error};
@@ -59,20 +59,81 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for RetryService<S, P> {
     }
 }
 
-/// Builds the call's context from a request. A `RetryAfterLayer` marks the request (with its
-/// origin gate) for the layers inside it.
-pub(crate) fn tower_ctx<B, P: TowerRetryPolicy>(req: &mut Request<B>, policy: &P) -> CallCtx {
-    let ext = req.extensions_mut();
-    let retry_after_outside = ext.get::<RetryAfterActive>().is_some();
-    if P::IS_RETRY_AFTER {
-        ext.insert(RetryAfterActive(policy.origin_gate().cloned()));
-    }
+/// Builds the call's context from a request. The origin key is left at 0 unless `origin` is
+/// set: hashing it costs more than the rest of the call, and a call that is answered at once
+/// never needs it (see [`Rest::origin_known`]).
+pub(crate) fn tower_ctx<B>(req: &Request<B>, origin: bool) -> CallCtx {
     CallCtx {
-        origin: uri_origin_key(req.uri(), req.headers()),
+        origin: if origin {
+            uri_origin_key(req.uri(), req.headers())
+        } else {
+            0
+        },
         idempotent: is_idempotent(req.method()),
         deadline: req.extensions().get::<Deadline>().map(|d| d.0),
-        retry_after_outside,
+        retry_after_outside: retry_after_outside(),
     }
+}
+
+/// The gate a `RetryAfterLayer` shares with the layers inside it: `Some(gate)` for a
+/// `RetryAfterLayer` (`Some(None)` if it holds no origins), `None` for other layers.
+pub(crate) type RetryAfterMark = Option<Option<Arc<ThrottleGate>>>;
+
+thread_local! {
+    /// The innermost `RetryAfterLayer` that is, on this thread, calling or polling the code that
+    /// runs now (the layers inside it run within its `call` and `poll`), with its origin gate
+    /// (rule R10).
+    static RETRY_AFTER: RefCell<RetryAfterMark> = const { RefCell::new(None) };
+}
+
+/// How the tower retry layers tell the layers inside them that they are there — without
+/// touching the request: a marker in its extensions would cost an allocation per call, and a
+/// copy of the map in every copy of the request. A layer marks the thread while it calls or
+/// polls its inner service; a layer inside reads the mark while it decides. The mark is
+/// restored when the scope ends, a panic included.
+pub(crate) struct Scope {
+    /// What `RETRY_AFTER` held before, if this scope replaced it.
+    prev: Option<RetryAfterMark>,
+}
+
+impl Scope {
+    /// Enters the scope; a `RetryAfterLayer` passes its gate (moved in, handed back by
+    /// [`leave`](Self::leave)).
+    pub(crate) fn enter(retry_after: RetryAfterMark) -> Scope {
+        let prev = retry_after.map(|gate| RETRY_AFTER.with(|r| r.replace(Some(gate))));
+        Scope { prev }
+    }
+
+    /// Leaves the scope, handing back what `enter` was given.
+    pub(crate) fn leave(mut self) -> RetryAfterMark {
+        match self.prev.take() {
+            Some(prev) => RETRY_AFTER.with(|r| r.replace(prev)),
+            None => None,
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if let Some(prev) = self.prev.take() {
+            RETRY_AFTER.with(|r| r.replace(prev));
+        }
+    }
+}
+
+/// Whether a `RetryAfterLayer` is outside the layer running now.
+pub(crate) fn retry_after_outside() -> bool {
+    RETRY_AFTER.with(|r| r.borrow().is_some())
+}
+
+/// The origin gate of the innermost `RetryAfterLayer` outside, if any.
+pub(crate) fn outer_retry_after_gate() -> Option<Arc<ThrottleGate>> {
+    RETRY_AFTER.with(|r| r.borrow().clone().flatten())
+}
+
+/// The mark this policy's layer puts on the thread.
+pub(crate) fn mark_of<P: TowerRetryPolicy>(policy: &P) -> RetryAfterMark {
+    P::IS_RETRY_AFTER.then(|| policy.origin_gate().cloned())
 }
 
 /// Implemented by the two retry layers' policies (sealed: the module is private).
@@ -99,25 +160,38 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ctx = tower_ctx(&mut req, &self.policy);
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Only a gate that holds some origin now needs this request's origin before it is sent.
+        let gate_may_hold = self.policy.gate_may_hold();
+        let mut ctx = tower_ctx(&req, gate_may_hold);
         self.policy.on_call();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        if self.policy.held_until(&ctx).is_some() {
+        if gate_may_hold && self.policy.held_until(&ctx).is_some() {
+            let clone = self.inner.clone();
             let transport = TowerTransport {
-                svc: inner,
+                svc: std::mem::replace(&mut self.inner, clone),
                 _body: PhantomData,
             };
             let fut = driver::run(self.policy.clone(), transport, req, ctx);
             return ResponseFuture {
-                state: State::Slow { fut: Box::pin(fut) },
+                state: State::Slow {
+                    fut: Box::pin(fut),
+                    mark: mark_of(&self.policy),
+                },
             };
         }
         let backup = try_clone_request(&req);
-        let fut = inner.call(req);
+        // Without a copy, the origin cannot be read later: hash it now.
+        let origin_known = gate_may_hold || backup.is_none();
+        if origin_known && !gate_may_hold {
+            ctx.origin = uri_origin_key(req.uri(), req.headers());
+        }
+        // The service `poll_ready` readied takes the request; a clone of it (readied again
+        // before use) is kept for retries.
+        let scope = Scope::enter(mark_of(&self.policy));
+        let fut = self.inner.call(req);
+        let mark = scope.leave();
         let transport = TowerTransport {
-            svc: inner,
+            svc: self.inner.clone(),
             _body: PhantomData,
         };
         ResponseFuture {
@@ -127,6 +201,8 @@ where
                     transport,
                     backup,
                     ctx,
+                    origin_known,
+                    mark,
                     policy: self.policy.clone(),
                 }),
             },
@@ -138,6 +214,11 @@ struct Rest<S, B, P> {
     transport: TowerTransport<S, B>,
     backup: Option<Request<B>>,
     ctx: CallCtx,
+    /// Whether `ctx.origin` is set; if not, it is read from `backup` when an outcome may be
+    /// retried (the only time a policy looks at it).
+    origin_known: bool,
+    /// This layer's mark, put on the thread while it polls the inner future.
+    mark: RetryAfterMark,
     policy: P,
 }
 
@@ -156,7 +237,7 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<F, R, T> {
         First { #[pin] fut: F, rest: Option<R> },
-        Slow { fut: BoxFuture<'static, Result<T, BoxError>> },
+        Slow { fut: BoxFuture<'static, Result<T, BoxError>>, mark: RetryAfterMark },
     }
 }
 
@@ -185,10 +266,25 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::First { fut, rest } => {
-                    let result = ready!(fut.poll(cx)).map_err(Into::into);
-                    let Some(rest) = rest.take() else {
+                    let Some(r) = rest.as_mut() else {
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
                     };
+                    let scope = Scope::enter(r.mark.take());
+                    let polled = fut.poll(cx);
+                    r.mark = scope.leave();
+                    let result = ready!(polled).map_err(Into::into);
+                    let Some(mut rest) = rest.take() else {
+                        return Poll::Ready(Err("ResponseFuture polled after completion".into()));
+                    };
+                    // A status no policy retries is done: no clock read, no decision.
+                    if matches!(&result, Ok(r) if !retryable_status(r.status())) {
+                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
+                    }
+                    if !rest.origin_known {
+                        if let Some(b) = &rest.backup {
+                            rest.ctx.origin = uri_origin_key(b.uri(), b.headers());
+                        }
+                    }
                     let outcome = driver::outcome::<TowerTransport<S, B>>(&result);
                     let decision =
                         rest.policy
@@ -204,9 +300,16 @@ where
                         result,
                         decision,
                     );
-                    this.state.set(State::Slow { fut: Box::pin(fut) });
+                    this.state.set(State::Slow {
+                        fut: Box::pin(fut),
+                        mark: rest.mark,
+                    });
                 }
-                StateProj::Slow { fut } => return fut.as_mut().poll(cx),
+                StateProj::Slow { fut, mark } => {
+                    // The retries call and poll the inner layers from in here.
+                    let _scope = Scope::enter(mark.clone());
+                    return fut.as_mut().poll(cx);
+                }
             }
         }
     }
@@ -243,6 +346,10 @@ where
         try_clone_request(req)
     }
 
+    fn origin_key(req: &Self::Req) -> u64 {
+        uri_origin_key(req.uri(), req.headers())
+    }
+
     async fn send(&mut self, req: Self::Req) -> Result<Self::Resp, Self::Err> {
         let svc = self.svc.ready().await.map_err(Into::into)?;
         svc.call(req).await.map_err(Into::into)
@@ -260,10 +367,8 @@ where
         resp.extensions_mut()
     }
 
-    fn outer_gate(&self, req: &Self::Req) -> Option<Arc<ThrottleGate>> {
-        req.extensions()
-            .get::<RetryAfterActive>()
-            .and_then(|m| m.0.clone())
+    fn outer_gate(&self, _req: &Self::Req) -> Option<Arc<ThrottleGate>> {
+        outer_retry_after_gate()
     }
 
     fn error_kind(err: &Self::Err) -> ErrorKind {

@@ -183,7 +183,11 @@ impl RetryPolicy for RetryAfterLayer {
     const NAME: &'static str = "retry_after";
 
     fn on_call(&self) {
-        Counters::bump(&self.shared.counters.requests);
+        self.shared.counters.requests.bump();
+    }
+
+    fn gate_may_hold(&self) -> bool {
+        self.shared.gate.any_held()
     }
 
     fn held_until(&self, ctx: &CallCtx) -> Option<Instant> {

@@ -15,6 +15,9 @@ use crate::{BoxError, Error};
 /// Bounds each attempt. An attempt that runs out of time fails with [`Error::Timeout`] (boxed,
 /// downcastable), which [`ExpBackoffLayer`](crate::ExpBackoffLayer) retries after its back-off
 /// delay — never at once. Install it innermost, so that every retry gets its own timeout.
+/// The timer starts the first time the attempt is polled and not answered at once (futures are
+/// polled as soon as they are awaited), so an attempt answered at once never touches the timer
+/// wheel.
 ///
 /// ```
 /// use resilient_auth::TimeoutLayer;
@@ -101,7 +104,7 @@ where
     fn call(&mut self, req: R) -> Self::Future {
         ResponseFuture {
             inner: self.inner.call(req),
-            sleep: tokio::time::sleep(self.timeout),
+            timer: Timer::Unarmed,
             after: self.timeout,
         }
     }
@@ -113,8 +116,18 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         #[pin]
-        sleep: Sleep,
+        timer: Timer,
         after: Duration,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The attempt's timer, started the first time the attempt is not answered at once: an
+    /// answer on the first poll never touches the clock or the timer wheel.
+    #[project = TimerProj]
+    enum Timer {
+        Unarmed,
+        Armed { #[pin] sleep: Sleep },
     }
 }
 
@@ -134,7 +147,7 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if this.after.is_zero() {
             // Nothing sent: the inner future is never polled.
             return Poll::Ready(Err(Box::new(zero_timeout_error())));
@@ -142,7 +155,15 @@ where
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        match this.sleep.poll(cx) {
+        if let TimerProj::Unarmed = this.timer.as_mut().project() {
+            this.timer.set(Timer::Armed {
+                sleep: tokio::time::sleep(*this.after),
+            });
+        }
+        let TimerProj::Armed { sleep } = this.timer.project() else {
+            return Poll::Pending;
+        };
+        match sleep.poll(cx) {
             Poll::Ready(()) => {
                 tracing::warn!(
                     after_ms = this.after.as_millis() as u64,

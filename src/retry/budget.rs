@@ -4,21 +4,26 @@
 //! dependency that is down receives 4× the traffic exactly when it can least take it. A budget
 //! bounds retries to a fraction of the requests seen over a sliding window (plus a small
 //! per-second floor so a quiet client can still retry a blip), so a total outage amplifies load
-//! by at most that fraction. This is tower's [`TpsBudget`] (the Finagle design) with validated
-//! settings.
+//! by at most that fraction.
+//!
+//! It keeps the semantics of tower's `TpsBudget` (the Finagle design: ten slots over the window,
+//! deposits counted in the current slot, a reserve of `min_per_sec × window`) without its mutex: the current slot and its start time are one atomic word, and the thread that moves it
+//! on (compare-and-swap) is the one that retires the slots that fell out of the window. A
+//! deposit is a clock read and one or two atomic operations.
 
 use std::fmt;
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower::retry::budget::{Budget, TpsBudget};
+use tokio::time::Instant;
 
 use crate::Error;
 
 /// A shared retry budget: clones draw from the same account.
 #[derive(Clone)]
 pub struct RetryBudget {
-    inner: Arc<TpsBudget>,
+    inner: Arc<Account>,
     window: Duration,
     ratio: f32,
     min_per_sec: u32,
@@ -48,7 +53,7 @@ impl RetryBudget {
             )));
         }
         Ok(RetryBudget {
-            inner: Arc::new(TpsBudget::new(window, min_per_sec, ratio)),
+            inner: Arc::new(Account::new(window, min_per_sec, ratio)),
             window,
             ratio,
             min_per_sec,
@@ -57,13 +62,13 @@ impl RetryBudget {
 
     /// Records a first attempt (earns retry credit).
     pub fn deposit(&self) {
-        self.inner.deposit();
+        self.inner.put(self.inner.deposit_amount);
     }
 
     /// Takes credit for one retry; `false` means the budget is spent and the retry must not
     /// be sent.
     pub fn withdraw(&self) -> bool {
-        self.inner.withdraw()
+        self.inner.try_get(self.inner.withdraw_amount)
     }
 
     /// The fraction of requests that may be retried.
@@ -76,7 +81,7 @@ impl Default for RetryBudget {
     /// Retries ≤ 20 % of requests over 10 s, plus 1 per second.
     fn default() -> Self {
         RetryBudget {
-            inner: Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.2)),
+            inner: Arc::new(Account::new(Duration::from_secs(10), 1, 0.2)),
             window: Duration::from_secs(10),
             ratio: 0.2,
             min_per_sec: 1,
@@ -91,6 +96,128 @@ impl fmt::Debug for RetryBudget {
             .field("ratio", &self.ratio)
             .field("min_per_sec", &self.min_per_sec)
             .finish()
+    }
+}
+
+/// Slots over the window.
+const SLOTS: usize = 10;
+/// Bits of the packed generation word that hold the slot index.
+const INDEX_BITS: u32 = 4;
+
+/// The lock-free account behind [`RetryBudget`].
+struct Account {
+    /// Start of the current slot (nanoseconds after `base`) << `INDEX_BITS` | its index.
+    generation: AtomicU64,
+    base: Instant,
+    reserve: isize,
+    slots: [AtomicIsize; SLOTS],
+    /// How long one slot lasts, in nanoseconds.
+    slot_ns: u64,
+    /// Deposits and withdrawals of the current slot.
+    writer: AtomicIsize,
+    deposit_amount: isize,
+    withdraw_amount: isize,
+}
+
+impl Account {
+    /// `window` is within 1..=60 s and `ratio` within 0..=1000 (checked by the caller).
+    fn new(window: Duration, min_per_sec: u32, ratio: f32) -> Self {
+        // Integer amounts, as tower's TpsBudget: each deposit earns `deposit_amount`, each
+        // retry costs `withdraw_amount`.
+        let (deposit_amount, withdraw_amount) = if ratio == 0.0 {
+            (0, 1)
+        } else if ratio <= 1.0 {
+            (1, (1.0 / ratio) as isize)
+        } else {
+            (1000, (1000.0 / ratio) as isize)
+        };
+        let reserve = (min_per_sec as isize)
+            .saturating_mul(window.as_secs() as isize)
+            .saturating_mul(withdraw_amount);
+        let slot_ns = u64::try_from((window / SLOTS as u32).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Account {
+            generation: AtomicU64::new(0),
+            base: Instant::now(),
+            reserve,
+            slots: Default::default(),
+            slot_ns,
+            writer: AtomicIsize::new(0),
+            deposit_amount,
+            withdraw_amount,
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        let ns = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_nanos();
+        // 2^60 ns is 36 years.
+        u64::try_from(ns)
+            .unwrap_or(u64::MAX)
+            .min(u64::MAX >> INDEX_BITS)
+    }
+
+    /// Moves the current slot on once it is over (as tower's `TpsBudget::expire`): the thread
+    /// whose compare-and-swap wins commits the current count to the old slot and clears the
+    /// slots skipped since; the others carry on.
+    fn expire(&self) {
+        let now = self.now_ns();
+        let current = self.generation.load(Ordering::Acquire);
+        let (since, index) = (current >> INDEX_BITS, (current & 0xf) as usize);
+        let diff = now.saturating_sub(since);
+        if diff < self.slot_ns {
+            return;
+        }
+        // Slots to clear: one per whole slot length beyond the first (a full turn clears all,
+        // the old slot last).
+        let skipped = (diff - 1) / self.slot_ns;
+        let next = ((index as u64 + 1 + skipped % SLOTS as u64) % SLOTS as u64) as usize;
+        let packed = (now << INDEX_BITS) | next as u64;
+        if self
+            .generation
+            .compare_exchange(current, packed, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let committed = self.writer.swap(0, Ordering::AcqRel);
+        self.slots[index].store(committed, Ordering::Release);
+        for j in 1..=skipped.min(SLOTS as u64) as usize {
+            self.slots[(index + j) % SLOTS].store(0, Ordering::Release);
+        }
+    }
+
+    fn windowed(&self) -> isize {
+        self.slots
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .fold(0, isize::saturating_add)
+    }
+
+    fn put(&self, amount: isize) {
+        self.expire();
+        if amount != 0 {
+            self.writer.fetch_add(amount, Ordering::AcqRel);
+        }
+    }
+
+    fn try_get(&self, amount: isize) -> bool {
+        self.expire();
+        // Take first and give back on overdraw, so two concurrent withdrawals never both spend
+        // the same credit.
+        let before = self.writer.fetch_sub(amount, Ordering::AcqRel);
+        if before
+            .saturating_add(self.windowed())
+            .saturating_add(self.reserve)
+            >= amount
+        {
+            true
+        } else {
+            self.writer.fetch_add(amount, Ordering::AcqRel);
+            false
+        }
     }
 }
 
@@ -130,5 +257,77 @@ mod tests {
         assert!(RetryBudget::new(Duration::from_secs(10), f32::NAN, 1).is_err());
         assert!(RetryBudget::new(Duration::from_secs(10), -1.0, 1).is_err());
         assert!(RetryBudget::new(Duration::from_secs(10), 0.2, u32::MAX).is_err());
+    }
+
+    #[test]
+    fn r5_budget_empty_without_deposits_or_floor() {
+        let b = RetryBudget::new(Duration::from_secs(1), 1.0, 0).unwrap();
+        assert!(!b.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn r5_budget_deposits_leave_the_window() {
+        let b = RetryBudget::new(Duration::from_secs(1), 1.0, 0).unwrap();
+        b.deposit();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!b.withdraw());
+    }
+
+    /// tower's `tps_slots`, step for step: deposits move from slot to slot and expire a window
+    /// later.
+    #[tokio::test(start_paused = true)]
+    async fn r5_budget_slots_slide_like_tower_tps_budget() {
+        let b = RetryBudget::new(Duration::from_secs(1), 0.5, 0).unwrap();
+        b.deposit();
+        b.deposit();
+        tokio::time::advance(Duration::from_millis(901)).await;
+        assert!(b.withdraw());
+        assert!(!b.withdraw(), "two deposits at 50 % earn one retry");
+        tokio::time::advance(Duration::from_millis(2001)).await;
+        b.deposit();
+        tokio::time::advance(Duration::from_millis(301)).await;
+        b.deposit();
+        tokio::time::advance(Duration::from_millis(801)).await;
+        b.deposit();
+        // The first of the three left the window; the last two earn one retry.
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+    }
+
+    #[test]
+    fn r5_budget_floor_is_per_second_times_window() {
+        let b = RetryBudget::new(Duration::from_secs(1), 1.0, 5).unwrap();
+        for _ in 0..5 {
+            assert!(b.withdraw());
+        }
+        assert!(!b.withdraw());
+    }
+
+    /// Many threads depositing and withdrawing at once never get more retries than the
+    /// deposits earn plus the floor.
+    #[test]
+    fn r5_budget_is_exact_under_contention() {
+        let b = RetryBudget::new(Duration::from_secs(60), 0.2, 1).unwrap();
+        let granted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        b.deposit();
+                        if b.withdraw() {
+                            granted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let mut granted = granted.into_inner();
+        // A withdrawal racing another may be refused while that one's credit is taken; what
+        // is left is still there.
+        while b.withdraw() {
+            granted += 1;
+        }
+        // 20 % of 40,000 deposits, plus 1/s over 60 s: exactly, not one more.
+        assert_eq!(granted, 8_000 + 60);
     }
 }

@@ -1,13 +1,10 @@
 //! What happened to an attempt, and the request/response markers the layers share.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 
 use tokio::time::Instant;
-
-use super::throttle::ThrottleGate;
 
 /// The kind of a failed attempt that produced no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +37,6 @@ impl Deadline {
         Deadline(Instant::now() + d)
     }
 }
-
-/// Marks a request that passed through a `RetryAfterLayer`: inner `ExpBackoffLayer`s leave
-/// responses with a valid retry header to it, so no response is retried by both.
-/// It carries that layer's origin gate, so the inner layers' retries wait out its holds too
-/// (rule R10).
-#[derive(Debug, Clone)]
-pub(crate) struct RetryAfterActive(pub(crate) Option<Arc<ThrottleGate>>);
 
 /// Marks a response a retry layer gave up on: outer retry layers return it as it is.
 #[derive(Debug, Clone, Copy)]

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 pub use super::classify::ErrorKind;
 use super::classify::{Attempts, RetryExhausted};
+use super::policy::retryable_status;
 use super::stats::Counters;
 use super::throttle::ThrottleGate;
 
@@ -77,6 +78,11 @@ pub trait RetryPolicy: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// Counts a new call (and earns retry budget).
     fn on_call(&self);
+    /// Whether this policy's gate may hold some origin now (cheap: no hashing, and no clock
+    /// read while nothing was ever held).
+    fn gate_may_hold(&self) -> bool {
+        false
+    }
     /// Until when the call's origin is held, if it is (checked before every attempt).
     fn held_until(&self, _ctx: &CallCtx) -> Option<Instant> {
         None
@@ -109,6 +115,8 @@ pub trait Transport: Send {
     type Err: Send;
     /// A copy of the request for a retry, or `None` if its body cannot be copied (rule R6).
     fn try_clone(req: &Self::Req) -> Option<Self::Req>;
+    /// The gate key of the request's origin.
+    fn origin_key(req: &Self::Req) -> u64;
     /// Sends one attempt.
     fn send(
         &mut self,
@@ -166,10 +174,16 @@ pub fn finish<T: Transport>(
     result
 }
 
-/// The attempt count of a first result that needs no retry (the fast path).
-pub fn finish_first<T: Transport>(result: Result<T::Resp, T::Err>) -> Result<T::Resp, T::Err> {
-    let n = attempts_of::<T>(&result);
-    finish::<T>(result, n, false)
+/// The attempt count of a first result that needs no retry (the fast path): one, unless a layer
+/// inside already stamped its own count (then it is left as it is, not stamped again).
+pub fn finish_first<T: Transport>(mut result: Result<T::Resp, T::Err>) -> Result<T::Resp, T::Err> {
+    if let Ok(resp) = &mut result {
+        let ext = T::extensions_mut(resp);
+        if ext.get::<Attempts>().is_none() {
+            ext.insert(Attempts(1));
+        }
+    }
+    result
 }
 
 /// Waits while the call's origin is held — by this policy's gate or by the gate of a
@@ -212,18 +226,33 @@ pub async fn run<P: RetryPolicy, T: Transport>(
     policy: P,
     mut transport: T,
     req: T::Req,
-    ctx: CallCtx,
+    mut ctx: CallCtx,
 ) -> Result<T::Resp, T::Err> {
-    if policy.held_until(&ctx).is_some() {
-        // Rare: the origin is held. Waiting is boxed so the common call's future stays small.
-        if let Err(wait) = Box::pin(wait_for_gate(&policy, &ctx, None)).await {
-            return Err(T::throttled(wait));
+    // The origin's key is hashed only when a gate may hold it or an outcome may be retried.
+    let gate_may_hold = policy.gate_may_hold();
+    if gate_may_hold {
+        ctx.origin = T::origin_key(&req);
+        if policy.held_until(&ctx).is_some() {
+            // Rare: the origin is held. Waiting is boxed so the common call's future stays small.
+            if let Err(wait) = Box::pin(wait_for_gate(&policy, &ctx, None)).await {
+                return Err(T::throttled(wait));
+            }
         }
     }
-    // Boxed: the future of every call holds the request once (as its argument) and a pointer to
-    // the copy, which keeps it small enough for the allocator's fast path.
-    let backup = T::try_clone(&req).map(Box::new);
+    let backup = T::try_clone(&req);
+    if !gate_may_hold && backup.is_none() {
+        ctx.origin = T::origin_key(&req);
+    }
     let result = transport.send(req).await;
+    // A status no policy retries is done: no clock read, no decision.
+    if matches!(&result, Ok(resp) if !retryable_status(T::head(resp).0)) {
+        return finish_first::<T>(result);
+    }
+    if !gate_may_hold {
+        if let Some(b) = &backup {
+            ctx.origin = T::origin_key(b);
+        }
+    }
     let decision = policy.decide(
         &ctx,
         Progress::default(),
@@ -233,7 +262,6 @@ pub async fn run<P: RetryPolicy, T: Transport>(
     if decision == Decision::Done {
         return finish_first::<T>(result);
     }
-    let backup = backup.map(|b| *b);
     // The retry loop is boxed, so the future of every call stays small (a few hundred bytes
     // instead of over 2 KB): calls that need no retry never pay for the loop's state.
     Box::pin(resume(policy, transport, ctx, backup, result, decision)).await

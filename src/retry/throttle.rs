@@ -59,6 +59,19 @@ impl ThrottleGate {
         self.any_until_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
+    /// Whether any key may be held now: one atomic load while no key was ever held (the normal
+    /// case, no clock read), then a clock read.
+    pub(crate) fn any_held(&self) -> bool {
+        let any = self.any_until_ms.load(Ordering::Acquire);
+        if any == 0 {
+            return false;
+        }
+        let now_ms = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_millis();
+        u128::from(any) > now_ms
+    }
+
     /// The instant until which `key` is held, if that is still in the future.
     pub(crate) fn held_until(&self, key: u64) -> Option<Instant> {
         let now = Instant::now();
