@@ -1,6 +1,8 @@
 //! Authority hosts (rule C6): the known Entra ID clouds, parsing and validation (rule X2), which
 //! hosts the backup authentication system protects, and regional token endpoints with fallback
 //! to the global one.
+#![cfg(feature = "reqwest")]
+#![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
 use std::borrow::Cow;
 use std::fmt;

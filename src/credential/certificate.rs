@@ -6,6 +6,7 @@
 //!
 //! The leaf is the certificate the key belongs to (its RSA public key is embedded verbatim in
 //! the certificate); the other certificates, in file order, are the chain sent as `x5c`.
+#![cfg(feature = "reqwest")]
 
 use std::path::Path;
 

@@ -24,6 +24,8 @@
 //! let tokens = TokenCache::new(credential, ["https://vault.azure.net/.default"]);
 //! # Ok(()) }
 //! ```
+#![cfg(feature = "reqwest")]
+#![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
 use std::fmt;
 

@@ -19,6 +19,8 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+#![cfg(feature = "reqwest")]
+#![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
 use std::fmt;
 use std::path::Path;

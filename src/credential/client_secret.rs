@@ -13,6 +13,8 @@
 //! assert!(!token.expires_in().is_zero());
 //! # Ok(()) }
 //! ```
+#![cfg(feature = "reqwest")]
+#![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
 use std::fmt;
 

@@ -6,6 +6,7 @@
 //! what they share: the form POST (one attempt through [`send_token_request`], errors mapped
 //! there, rule C7), the regional fallback, [`CredentialIdentity`], the common `Debug` fields, the
 //! builder options and their environment variables. A credential adds only its grant's fields.
+#![cfg(feature = "reqwest")]
 
 use std::fmt;
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //!
 //! A credential makes exactly one attempt per `get_token` call: retries, back-off and the
 //! throttle gate belong to the token cache.
+#![cfg(feature = "reqwest")]
 
 use std::time::{Duration, SystemTime};
 

@@ -20,32 +20,15 @@ use futures_util::future::BoxFuture;
 
 use crate::{Error, TokenResponse};
 
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod authority;
-#[cfg(feature = "reqwest")]
 pub(crate) mod certificate;
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod chain;
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod client_certificate;
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod client_secret;
-#[cfg(feature = "reqwest")]
 pub(crate) mod confidential;
-#[cfg(feature = "reqwest")]
 pub(crate) mod http;
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod managed_identity;
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod refresh_token;
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod workload_identity;
 
 #[cfg(feature = "reqwest")]

@@ -21,6 +21,8 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![cfg(feature = "reqwest")]
+#![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -12,6 +12,8 @@
 //! );
 //! # Ok(()) }
 //! ```
+#![cfg(feature = "reqwest")]
+#![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
 use std::fmt;
 use std::io::Read;

@@ -227,15 +227,9 @@ impl RetryPolicy for ExpBackoffLayer {
         self.shared.max_wait
     }
 
-    fn decide(
-        &self,
-        ctx: &CallCtx,
-        progress: Progress,
-        outcome: Outcome<'_>,
-        at: Instant,
-    ) -> Decision {
-        let retries = progress.retries;
-        let (failure, why) = match outcome {
+    fn decide(&self, ctx: &CallCtx, done: Progress, seen: Outcome<'_>, at: Instant) -> Decision {
+        let retries = done.retries;
+        let (failure, why) = match seen {
             Outcome::Response {
                 exhausted: true, ..
             } => return Decision::Done,

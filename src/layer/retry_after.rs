@@ -202,18 +202,12 @@ impl RetryPolicy for RetryAfterLayer {
         self.shared.max_wait
     }
 
-    fn decide(
-        &self,
-        ctx: &CallCtx,
-        progress: Progress,
-        outcome: Outcome<'_>,
-        at: Instant,
-    ) -> Decision {
+    fn decide(&self, ctx: &CallCtx, done: Progress, seen: Outcome<'_>, at: Instant) -> Decision {
         let Outcome::Response {
             status,
             headers,
             exhausted: false,
-        } = outcome
+        } = seen
         else {
             return Decision::Done;
         };
@@ -230,10 +224,10 @@ impl RetryPolicy for RetryAfterLayer {
         if wait > self.shared.max_wait {
             return Decision::GiveUp("retry-after exceeds the cap");
         }
-        if progress.waited.saturating_add(wait) > self.shared.max_wait {
+        if done.waited.saturating_add(wait) > self.shared.max_wait {
             return Decision::GiveUp("total wait would exceed the cap");
         }
-        if progress.retries >= self.shared.max_retries {
+        if done.retries >= self.shared.max_retries {
             return Decision::GiveUp("max retries reached");
         }
         Decision::Retry {

@@ -93,14 +93,8 @@ pub trait RetryPolicy: Clone + Send + Sync + 'static {
     }
     /// The longest hold a call may wait out before failing with `Throttled`.
     fn max_wait(&self) -> Duration;
-    /// What to do after attempt number `progress.retries + 1`.
-    fn decide(
-        &self,
-        ctx: &CallCtx,
-        progress: Progress,
-        outcome: Outcome<'_>,
-        at: Instant,
-    ) -> Decision;
+    /// What to do after attempt number `done.retries + 1`, whose outcome was `seen` at `at`.
+    fn decide(&self, ctx: &CallCtx, done: Progress, seen: Outcome<'_>, at: Instant) -> Decision;
     /// The layer's counters.
     fn counters(&self) -> &Counters;
 }

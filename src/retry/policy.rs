@@ -202,6 +202,7 @@ impl WaitPolicy {
 
     /// The back-off after the `n`-th consecutive failure of a target that is tried again only
     /// when it is next needed (the regional token endpoint, a store): ≥ the floor, exponential.
+    #[cfg(feature = "reqwest")]
     pub(crate) fn target_wait(&self, failure: Failure, n: u32) -> Duration {
         self.refresh_wait(failure, n, Some(Duration::MAX))
     }

@@ -56,6 +56,8 @@
 //! https, or plain http to a loopback or link-local (IMDS) address (rule X2). The HTTP client
 //! follows no redirects and uses no proxy: a proxy would leak the identity headers, and IMDS
 //! and the local endpoints are not reachable through one.
+#![cfg(feature = "reqwest")]
+#![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
 mod app_service;
 mod azure_arc;
