@@ -372,6 +372,22 @@ mod fake {
 
     /// Sends `req` to the fake in memory with `timeout` over the whole exchange, as the real
     /// credentials' `send_raw` does; returns status, headers and body.
+    /// One request to the fake, its answer mapped as the real credential maps it: a token
+    /// response, or the error `map_error` makes of the failure.
+    async fn exchange(
+        state: &State,
+        req: Result<Request<Bytes>, Error>,
+        timeout: Duration,
+        map_error: fn(StatusCode, &http::HeaderMap, &[u8]) -> Error,
+    ) -> Result<TokenResponse, Error> {
+        let (status, headers, body) = send(state, req?, timeout).await?;
+        if status.is_success() {
+            parse_token_response(&body, SystemTime::now())
+        } else {
+            Err(map_error(status, &headers, &body))
+        }
+    }
+
     async fn send(
         state: &State,
         req: Request<Bytes>,
@@ -491,15 +507,12 @@ mod fake {
             &'a self,
             request: &'a TokenRequest,
         ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-            Box::pin(async move {
-                let req = self.request(request)?;
-                let (status, headers, body) = send(&self.state, req, self.timeout).await?;
-                if status.is_success() {
-                    parse_token_response(&body, SystemTime::now())
-                } else {
-                    Err(identity_provider_error(status, &headers, &body))
-                }
-            })
+            Box::pin(exchange(
+                &self.state,
+                self.request(request),
+                self.timeout,
+                identity_provider_error,
+            ))
         }
 
         fn identity(&self) -> CredentialIdentity {
@@ -592,15 +605,12 @@ mod fake {
             &'a self,
             request: &'a TokenRequest,
         ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-            Box::pin(async move {
-                let req = self.request(request)?;
-                let (status, headers, body) = send(&self.state, req, self.timeout).await?;
-                if status.is_success() {
-                    parse_token_response(&body, SystemTime::now())
-                } else {
-                    Err(mi_error(status, &headers, &body))
-                }
-            })
+            Box::pin(exchange(
+                &self.state,
+                self.request(request),
+                self.timeout,
+                mi_error,
+            ))
         }
 
         fn identity(&self) -> CredentialIdentity {
