@@ -1,5 +1,6 @@
 //! The in-memory credentials of the fake: the real request shapes, the crate's own response
 //! parsing and error mapping.
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
