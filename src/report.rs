@@ -354,7 +354,14 @@ pub fn resilience_report(stack: &Stack<'_>) -> ResilienceReport {
             "no AuthLayer",
         ),
         Some(a) => {
-            let (status, detail) = a.token_origins().report();
+            let (status, detail) = match a.token_origins().summary() {
+                Ok(named) => (Status::Pass, named),
+                Err(None) => (
+                    Status::Warn,
+                    "AuthLayer::allow_any_origin(): every origin the client calls gets the token, redirect targets included; name them with AuthLayer::allow_origins".to_owned(),
+                ),
+                Err(Some(unnamed)) => (Status::Fail, unnamed),
+            };
             check(
                 "token_origins",
                 "token sent only to named origins",

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use reqwest::Url;
 
-use super::confidential::TRY_AUTO_DETECT;
 use super::http::check_url;
 use crate::origin::Origin;
 use crate::retry::policy::{later, Failure, WaitPolicy};
@@ -212,6 +211,10 @@ pub(crate) fn check_tenant(tenant: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// The region value that asks for the region to be detected (MSAL's
+/// `ConfidentialClientApplication.AttemptRegionDiscovery`).
+pub(crate) const TRY_AUTO_DETECT: &str = "TryAutoDetect";
 
 /// Where a credential posts its token requests: a global URL and, if a region is configured, a
 /// regional URL tried first — unless it failed recently (rule R9: a failing region is

@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::Url;
 use secrecy::zeroize::Zeroizing;
 
-use super::authority::{check_tenant, AuthorityHost, TokenEndpoint};
+use super::authority::{check_tenant, AuthorityHost, TokenEndpoint, TRY_AUTO_DETECT};
 use super::http::{default_client, send_token_request, DEFAULT_TIMEOUT};
 use super::{CredentialIdentity, CredentialKind, TokenRequest};
 use crate::{Error, TokenResponse};
@@ -39,10 +39,6 @@ pub(crate) fn required_env(env: Env<'_>, name: &str) -> Result<String, Error> {
 pub(crate) fn optional_env(env: Env<'_>, name: &str) -> Option<String> {
     env(name).filter(|v| !v.trim().is_empty())
 }
-
-/// The region value that asks for the region to be detected (MSAL's
-/// `ConfidentialClientApplication.AttemptRegionDiscovery`).
-pub(crate) const TRY_AUTO_DETECT: &str = "TryAutoDetect";
 
 /// The region `AZURE_REGIONAL_AUTHORITY_NAME` asks for, as MSAL reads it: a region name (e.g.
 /// `westus2`), or `TryAutoDetect` (any case), which is resolved by [`detect_region`].

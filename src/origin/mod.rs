@@ -58,7 +58,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::report::Status;
 use crate::Error;
 
 mod well_known;
@@ -514,22 +513,19 @@ impl TokenOrigins {
         !matches!(self, TokenOrigins::Any)
     }
 
-    /// The resilience report's check of where the token goes: its status and detail.
-    pub(crate) fn report(&self) -> (Status, String) {
+    /// Where the token goes, for the resilience report: `Ok(detail)` for named (or derived)
+    /// origins, `Err(None)` for any origin, `Err(Some(message))` for scopes that name none.
+    pub(crate) fn summary(&self) -> Result<String, Option<String>> {
         match self {
-            TokenOrigins::Any => (
-                Status::Warn,
-                "AuthLayer::allow_any_origin(): every origin the client calls gets the token, redirect targets included; name them with AuthLayer::allow_origins".into(),
-            ),
+            TokenOrigins::Any => Err(None),
             TokenOrigins::Named(named) => {
                 let list = named.list(4);
-                let detail = match &named.derived_from {
+                Ok(match &named.derived_from {
                     Some(scopes) => format!("derived from the scopes ({scopes}): {list}"),
                     None => format!("AuthLayer::allow_origins: {list}"),
-                };
-                (Status::Pass, detail)
+                })
             }
-            TokenOrigins::Unnamed(unnamed) => (Status::Fail, unnamed.message()),
+            TokenOrigins::Unnamed(unnamed) => Err(Some(unnamed.message())),
         }
     }
 }

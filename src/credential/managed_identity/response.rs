@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use http::{HeaderMap, StatusCode};
 
-use super::TokenRequest;
 use crate::credential::http::{identity_provider_error, RawResponse};
+use crate::credential::TokenRequest;
 use crate::token::parse_token_response;
 use crate::{Error, TokenResponse};
 
