@@ -417,39 +417,11 @@ mod tests {
             .unwrap_or(Status::NotApplicable)
     }
 
-    fn only_auth(x: &AuthLayer) -> Stack<'_> {
-        Stack {
-            auth: Some(x),
-            ..Stack::default()
-        }
-    }
-
-    fn only_exp_backoff(x: &ExpBackoffLayer) -> Stack<'_> {
-        Stack {
-            exp_backoff: Some(x),
-            ..Stack::default()
-        }
-    }
-
-    fn only_retry_after(x: &RetryAfterLayer) -> Stack<'_> {
-        Stack {
-            retry_after: Some(x),
-            ..Stack::default()
-        }
-    }
-
-    fn only_timeout(x: &TimeoutLayer) -> Stack<'_> {
-        Stack {
-            timeout: Some(x),
-            ..Stack::default()
-        }
-    }
-
-    fn only_tokens(x: &TokenCache) -> Stack<'_> {
-        Stack {
-            tokens: Some(x),
-            ..Stack::default()
-        }
+    /// A stack with only what `set` puts in it.
+    fn stack<'a>(set: impl FnOnce(&mut Stack<'a>)) -> Stack<'a> {
+        let mut stack = Stack::default();
+        set(&mut stack);
+        stack
     }
 
     #[test]
@@ -457,9 +429,18 @@ mod tests {
         let mi = cache("managed_identity/imds", "http://169.254.169.254");
         let cs = cache("client_secret", "https://login.microsoftonline.com");
         let custom = cache("mine", "https://login.microsoftonline.com");
-        assert_eq!(status(&only_tokens(&mi), "credential"), Status::Pass);
-        assert_eq!(status(&only_tokens(&cs), "credential"), Status::Warn);
-        assert_eq!(status(&only_tokens(&custom), "credential"), Status::Warn);
+        assert_eq!(
+            status(&stack(|s| s.tokens = Some(&mi)), "credential"),
+            Status::Pass
+        );
+        assert_eq!(
+            status(&stack(|s| s.tokens = Some(&cs)), "credential"),
+            Status::Warn
+        );
+        assert_eq!(
+            status(&stack(|s| s.tokens = Some(&custom)), "credential"),
+            Status::Warn
+        );
         assert_eq!(
             status(&Stack::default(), "credential"),
             Status::NotApplicable
@@ -476,14 +457,14 @@ mod tests {
         ] {
             let c = cache("client_secret", authority);
             assert_eq!(
-                status(&only_tokens(&c), "authority_host"),
+                status(&stack(|s| s.tokens = Some(&c)), "authority_host"),
                 want,
                 "{authority}"
             );
         }
         let mi = cache("managed_identity/imds", "http://169.254.169.254");
         assert_eq!(
-            status(&only_tokens(&mi), "authority_host"),
+            status(&stack(|s| s.tokens = Some(&mi)), "authority_host"),
             Status::NotApplicable
         );
     }
@@ -491,9 +472,15 @@ mod tests {
     #[test]
     fn o3_fixed_scopes() {
         let c = cache("client_secret", "https://login.microsoftonline.com");
-        assert_eq!(status(&only_tokens(&c), "fixed_scopes"), Status::Pass);
+        assert_eq!(
+            status(&stack(|s| s.tokens = Some(&c)), "fixed_scopes"),
+            Status::Pass
+        );
         let empty = TokenCache::new(Id("client_secret", "x"), Vec::<String>::new());
-        assert_eq!(status(&only_tokens(&empty), "fixed_scopes"), Status::Fail);
+        assert_eq!(
+            status(&stack(|s| s.tokens = Some(&empty)), "fixed_scopes"),
+            Status::Fail
+        );
     }
 
     #[test]
@@ -574,7 +561,7 @@ mod tests {
         );
         let daemon = cache("client_secret", "https://login.microsoftonline.com");
         assert_eq!(
-            status(&only_tokens(&daemon), "persistent_cache"),
+            status(&stack(|s| s.tokens = Some(&daemon)), "persistent_cache"),
             Status::NotApplicable
         );
     }
@@ -630,11 +617,11 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            status(&only_exp_backoff(&good), "retry_floor"),
+            status(&stack(|s| s.exp_backoff = Some(&good)), "retry_floor"),
             Status::Pass
         );
         assert_eq!(
-            status(&only_exp_backoff(&fast), "retry_floor"),
+            status(&stack(|s| s.exp_backoff = Some(&fast)), "retry_floor"),
             Status::Fail
         );
         assert_eq!(status(&Stack::default(), "retry_floor"), Status::Warn);
@@ -664,8 +651,14 @@ mod tests {
     fn o3_retry_after_honoured() {
         let ra = RetryAfterLayer::default();
         let eb = ExpBackoffLayer::default();
-        assert_eq!(status(&only_retry_after(&ra), "retry_after"), Status::Pass);
-        assert_eq!(status(&only_exp_backoff(&eb), "retry_after"), Status::Warn);
+        assert_eq!(
+            status(&stack(|s| s.retry_after = Some(&ra)), "retry_after"),
+            Status::Pass
+        );
+        assert_eq!(
+            status(&stack(|s| s.exp_backoff = Some(&eb)), "retry_after"),
+            Status::Warn
+        );
         assert_eq!(status(&Stack::default(), "retry_after"), Status::Fail);
     }
 
@@ -685,11 +678,17 @@ mod tests {
             ),
             Status::Pass
         );
-        assert_eq!(status(&only_timeout(&t), "timeouts"), Status::Warn);
-        assert_eq!(status(&Stack::default(), "timeouts"), Status::Warn);
-        assert_eq!(status(&only_exp_backoff(&eb), "retry_budget"), Status::Pass);
         assert_eq!(
-            status(&only_exp_backoff(&no_budget), "retry_budget"),
+            status(&stack(|s| s.timeout = Some(&t)), "timeouts"),
+            Status::Warn
+        );
+        assert_eq!(status(&Stack::default(), "timeouts"), Status::Warn);
+        assert_eq!(
+            status(&stack(|s| s.exp_backoff = Some(&eb)), "retry_budget"),
+            Status::Pass
+        );
+        assert_eq!(
+            status(&stack(|s| s.exp_backoff = Some(&no_budget)), "retry_budget"),
             Status::Warn
         );
     }
@@ -701,10 +700,19 @@ mod tests {
         let closed = AuthLayer::new(c)
             .allow_origins(["https://api.example.com"])
             .unwrap();
-        assert_eq!(status(&only_auth(&open), "token_origins"), Status::Warn);
-        assert_eq!(status(&only_auth(&closed), "token_origins"), Status::Pass);
+        assert_eq!(
+            status(&stack(|s| s.auth = Some(&open)), "token_origins"),
+            Status::Warn
+        );
+        assert_eq!(
+            status(&stack(|s| s.auth = Some(&closed)), "token_origins"),
+            Status::Pass
+        );
         // The cache is taken from the auth layer.
-        assert_eq!(status(&only_auth(&closed), "credential"), Status::Warn);
+        assert_eq!(
+            status(&stack(|s| s.auth = Some(&closed)), "credential"),
+            Status::Warn
+        );
     }
 
     fn origins_check(auth: &AuthLayer) -> Check {

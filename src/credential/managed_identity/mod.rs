@@ -362,24 +362,31 @@ impl ManagedIdentityCredential {
     }
 }
 
-impl ManagedIdentityCredential {
-    /// One `get_token`: one request (and Azure Arc's challenge answer).
-    async fn fetch(&self, request: &TokenRequest) -> Result<TokenResponse, Error> {
-        let resource = resource_of(request)?;
-        if request.claims.is_some() {
-            tracing::debug!(
-                kind = self.kind(),
-                "managed identity endpoints take no claims; fetching a fresh token without"
-            );
-        }
-        let first = self.send(&resource, None).await?;
-        match self.source.answer(&first)? {
-            Some(authorization) => map_response(self.send(&resource, Some(&authorization)).await?),
-            None => map_response(first),
-        }
+impl TokenCredential for ManagedIdentityCredential {
+    /// One request (and Azure Arc's challenge answer); retries are the cache's.
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(async move {
+            let resource = resource_of(request)?;
+            if request.claims.is_some() {
+                tracing::debug!(
+                    kind = self.kind(),
+                    "managed identity endpoints take no claims; fetching a fresh token without"
+                );
+            }
+            let first = self.send(&resource, None).await?;
+            match self.source.answer(&first)? {
+                Some(authorization) => {
+                    map_response(self.send(&resource, Some(&authorization)).await?)
+                }
+                None => map_response(first),
+            }
+        })
     }
 
-    fn who(&self) -> CredentialIdentity {
+    fn identity(&self) -> CredentialIdentity {
         let identity =
             CredentialIdentity::new(self.kind(), self.url.origin().ascii_serialization())
                 .with_source(CredentialKind::ManagedIdentity);
@@ -388,19 +395,6 @@ impl ManagedIdentityCredential {
             (None, Some(id)) => identity.with_client_id(id),
             (None, None) => identity,
         }
-    }
-}
-
-impl TokenCredential for ManagedIdentityCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.fetch(request))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        self.who()
     }
 }
 
