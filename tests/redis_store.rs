@@ -8,7 +8,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use resilient_auth::{ClientSecretCredential, RedisStore, StoredToken, TokenCache, TokenStore};
+use resilient_auth::{
+    ClientSecretCredential, Error, RedisStore, StoredToken, TokenCache, TokenStore,
+};
 use tokio::time::Instant;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -474,4 +476,41 @@ async fn s3_redis_down_or_paused_never_fails_a_call_and_adds_bounded_latency() {
         );
     }
     let _ = base_max;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_a_retry_after_seen_by_one_process_holds_the_others_through_redis() {
+    let _serial = SERIAL.lock().await;
+    raw().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "60")
+                .set_body_json(serde_json::json!({"error": "temporarily_unavailable"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let prefix = prefix();
+    // Two "processes": separate stores (connections) on one prefix, separate caches.
+    let store = |p: &str| {
+        RedisStore::builder(&redis_url())
+            .prefix(p.to_owned())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (
+        cache(&server, &store(&prefix)),
+        cache(&server, &store(&prefix)),
+    );
+    assert!(a.token().await.is_err());
+    let e = b.token().await.unwrap_err();
+    assert!(
+        matches!(e, Error::Throttled { retry_after } if retry_after > Duration::from_secs(50)),
+        "{e:?}"
+    );
+    assert_eq!(b.stats().idp_requests, 0, "the other process held too");
+    server.verify().await;
 }
