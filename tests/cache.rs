@@ -218,6 +218,68 @@ async fn t3_slow_refresh_never_blocks_1000_callers() {
     assert_eq!(fake.calls(), 2);
 }
 
+/// `cached()` — what `AuthLayer` calls on every request — decides by a flag that a timer clears
+/// at the refresh point (no clock read per request): the first caller past the point still gets
+/// the old token at once and starts the one background refresh, and the caller after it gets the
+/// new token.
+#[tokio::test(start_paused = true)]
+async fn t3_the_hot_path_starts_the_refresh_once_the_refresh_point_passes() {
+    let fake = Fake::new([]);
+    let c = cache(&fake);
+    let first = c.token().await.unwrap();
+    tokio::time::sleep_until(first.refresh_at() - Duration::from_millis(1)).await;
+    for _ in 0..100 {
+        assert!(c.cached().unwrap().same_as(&first));
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        fake.calls(),
+        1,
+        "nothing is refreshed before the refresh point"
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(
+        c.cached().unwrap().same_as(&first),
+        "the old token, at once"
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(fake.calls(), 2, "one background refresh");
+    let next = c.cached().unwrap();
+    assert!(!next.same_as(&first), "the new token is served");
+    assert!(next.refresh_at() > first.refresh_at());
+}
+
+/// The flag's timer runs on the runtime the token arrived on; if that runtime shuts down first,
+/// the flag is cleared with it, so a cache used from another runtime still refreshes on time.
+#[test]
+fn t3_a_token_cached_on_a_runtime_that_shut_down_is_still_refreshed() {
+    let fake = Fake::new([]);
+    let c = cache(&fake);
+    let first = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(c.token()).unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert!(c.cached().unwrap().same_as(&first));
+        tokio::time::advance(first.refresh_at() - Instant::now() + Duration::from_secs(1)).await;
+        assert!(
+            c.cached().unwrap().same_as(&first),
+            "the old token, at once"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(fake.calls(), 2, "refreshed past the refresh point");
+        assert!(!c.cached().unwrap().same_as(&first));
+    });
+}
+
 // ---------- T4 ----------
 
 #[tokio::test(start_paused = true)]

@@ -102,7 +102,7 @@ impl TokenCache {
     /// identity provider; clears the entry's in-flight slot.
     pub(super) async fn fetch(
         &self,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         accept: fn(&Entry, Instant) -> Option<AccessToken>,
     ) -> Result<AccessToken, Error> {
         match &self.inner.store {
@@ -114,7 +114,7 @@ impl TokenCache {
     /// One request to the identity provider; stores the token in memory or sets the gate.
     pub(super) async fn fetch_from_idp(
         &self,
-        entry: &Entry,
+        entry: &Arc<Entry>,
     ) -> Result<(AccessToken, StoredToken), Error> {
         let inner = &self.inner;
         let mut request = TokenRequest::new(inner.scopes.iter().cloned());
@@ -135,9 +135,9 @@ impl TokenCache {
                 if entry.claims.is_some() {
                     // T12: the token that satisfied a CAE challenge is the one later requests
                     // get, until it expires or a new challenge arrives.
-                    inner.default_entry.current.store(Some(cached.clone()));
+                    inner.default_entry.install(Some(cached.clone()));
                 }
-                entry.current.store(Some(cached));
+                entry.install(Some(cached));
                 entry.failures.store(0, Ordering::Relaxed);
                 *lock(&entry.last_error) = None;
                 tracing::info!(
@@ -162,7 +162,7 @@ impl TokenCache {
         }
     }
 
-    pub(super) fn on_failure(&self, entry: &Entry, error: &Error) {
+    pub(super) fn on_failure(&self, entry: &Arc<Entry>, error: &Error) {
         let inner = &self.inner;
         bump(&inner.counters.refresh_failures);
         let n = entry.failures.fetch_add(1, Ordering::Relaxed);

@@ -1,7 +1,8 @@
 //! [`TokenCache`]: cached tokens that survive identity-provider trouble (rules T2–T7, O1, O2).
 //!
-//! - **Hot path** (a token is cached and usable): one atomic load, no lock a refresh could
-//!   hold, no allocation; the `Authorization` header value was built when the token arrived.
+//! - **Hot path** (a token is cached and before its refresh point): a flag that a timer clears
+//!   at the refresh point, one atomic load, no clock read, no lock a refresh could hold, no
+//!   allocation; the `Authorization` header value was built when the token arrived.
 //! - **Refresh ahead** (T2, T3): past the refresh point (the server's `refresh_in`, else half the
 //!   lifetime, minus a small random jitter) the caller still gets the cached token at once and
 //!   exactly one background task per key fetches a new one.
@@ -101,6 +102,14 @@ struct Entry {
     gate_key: u64,
     store_key: String,
     current: ArcSwapOption<Cached>,
+    /// The number of the token in `current` while it is before its refresh point, 0 otherwise:
+    /// the hot path's one check (no clock read). Set when a token goes in, cleared by a timer
+    /// task at its refresh point — or when that task is dropped unfinished (its runtime shut
+    /// down) — and when the token is replaced or dropped. Cleared, callers take the checked
+    /// path, which reads the clock.
+    fresh: AtomicU64,
+    /// Numbers the tokens put in `current`.
+    installed: AtomicU64,
     refreshing: AtomicBool,
     inflight: Mutex<Option<(u64, SharedFetch)>>,
     /// Numbers the fetches, so a fetch's guard clears only its own slot.
@@ -130,6 +139,8 @@ impl Entry {
             gate_key: h.finish(),
             store_key,
             current: ArcSwapOption::empty(),
+            fresh: AtomicU64::new(0),
+            installed: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
             inflight: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -160,17 +171,78 @@ impl Entry {
             .map(|c| c.usable_until - now)
     }
 
+    /// The cached token while it is before its refresh point, by the flag alone (the hot path).
+    fn fresh_by_flag(&self) -> Option<AccessToken> {
+        if self.fresh.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.current.load().as_deref().map(|c| c.token.clone())
+    }
+
+    /// Puts `cached` in (or empties the entry), returning what was there. A token before its
+    /// refresh point is flagged fresh, and a timer task on the current runtime clears the flag
+    /// at the refresh point; without a runtime the flag stays clear.
+    fn install(self: &Arc<Self>, cached: Option<Arc<Cached>>) -> Option<Arc<Cached>> {
+        self.fresh.store(0, Ordering::Release);
+        let until = cached
+            .as_deref()
+            .map(|c| c.token.refresh_at().min(c.usable_until));
+        let previous = self.current.swap(cached);
+        let Some(until) = until else {
+            return previous;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return previous;
+        };
+        if Instant::now() >= until {
+            return previous;
+        }
+        let number = self
+            .installed
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+            .max(1);
+        self.fresh.store(number, Ordering::Release);
+        let flag = FreshUntil {
+            entry: Arc::downgrade(self),
+            number,
+        };
+        rt.spawn(async move {
+            tokio::time::sleep_until(until).await;
+            drop(flag);
+        });
+        previous
+    }
+
     /// Drops the cached token if it is `token` (by value); `true` if it did.
-    fn drop_if(&self, token: &AccessToken) -> bool {
+    fn drop_if(self: &Arc<Self>, token: &AccessToken) -> bool {
         let current = self.current.load();
         if current
             .as_deref()
             .is_some_and(|c| c.token.secret() == token.secret())
         {
-            self.current.store(None);
+            self.install(None);
             true
         } else {
             false
+        }
+    }
+}
+
+/// Clears an entry's fresh flag when dropped — at the refresh point, or earlier if the timer
+/// task is dropped — unless a later token has set it since.
+struct FreshUntil {
+    entry: std::sync::Weak<Entry>,
+    number: u64,
+}
+
+impl Drop for FreshUntil {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.upgrade() {
+            let _ =
+                entry
+                    .fresh
+                    .compare_exchange(self.number, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 }
@@ -337,8 +409,18 @@ impl TokenCache {
 
     /// The cached token if it is usable now, without waiting (the layers' hot path). Starts a
     /// background refresh if it is past its refresh point.
+    ///
+    /// Before the refresh point this is a flag check and a reference-count increment, with no
+    /// clock read: a timer task on the runtime the token arrived on clears the flag at the
+    /// refresh point (so a runtime too busy to run its timers starts the refresh that much
+    /// later; the token is still served only until `expires_at - skew`, checked against the
+    /// clock once the flag is clear). Without a runtime, every call reads the clock.
     pub fn cached(&self) -> Option<AccessToken> {
         let entry = &self.inner.default_entry;
+        if let Some(token) = entry.fresh_by_flag() {
+            self.inner.counters.hits.bump();
+            return Some(token);
+        }
         let now = Instant::now();
         let token = entry.usable(now)?;
         self.inner.counters.hits.bump();

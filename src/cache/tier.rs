@@ -54,7 +54,7 @@ impl TokenCache {
     pub(super) async fn fetch_via_store(
         &self,
         store: &dyn TokenStore,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         accept: fn(&Entry, Instant) -> Option<AccessToken>,
     ) -> Result<AccessToken, Error> {
         let cfg = &self.inner.config;
@@ -110,7 +110,7 @@ impl TokenCache {
     pub(super) async fn fetch_holding_lock(
         &self,
         store: &dyn TokenStore,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         accept: fn(&Entry, Instant) -> Option<AccessToken>,
     ) -> Result<AccessToken, Error> {
         match self.load_from_store(store, entry, accept).await {
@@ -126,7 +126,7 @@ impl TokenCache {
     pub(super) async fn check_store_hold(
         &self,
         store: &dyn TokenStore,
-        entry: &Entry,
+        entry: &Arc<Entry>,
     ) -> Result<(), Error> {
         let Some(hold) = self
             .store_op("load hold", store.load_hold(&entry.store_key))
@@ -168,7 +168,7 @@ impl TokenCache {
     pub(super) async fn fetch_and_save(
         &self,
         store: &dyn TokenStore,
-        entry: &Entry,
+        entry: &Arc<Entry>,
     ) -> Result<AccessToken, Error> {
         match self.fetch_from_idp(entry).await {
             Ok((token, stored)) => {
@@ -202,7 +202,7 @@ impl TokenCache {
     pub(super) async fn load_from_store(
         &self,
         store: &dyn TokenStore,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         accept: fn(&Entry, Instant) -> Option<AccessToken>,
     ) -> StoreRead {
         let Some(stored) = self.store_op("load", store.load(&entry.store_key)).await else {
@@ -219,7 +219,7 @@ impl TokenCache {
     pub(super) fn accept_stored(
         &self,
         stored: Option<StoredToken>,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         accept: fn(&Entry, Instant) -> Option<AccessToken>,
     ) -> Option<AccessToken> {
         let stored = stored?;
@@ -242,7 +242,7 @@ impl TokenCache {
         if now >= cached.usable_until {
             return None;
         }
-        let previous = entry.current.swap(Some(Arc::new(cached)));
+        let previous = entry.install(Some(Arc::new(cached)));
         match accept(entry, now) {
             Some(t) => {
                 bump(&self.inner.counters.store_hits);
@@ -253,7 +253,7 @@ impl TokenCache {
                 Some(t)
             }
             None => {
-                entry.current.store(previous);
+                entry.install(previous);
                 None
             }
         }
