@@ -92,7 +92,12 @@ pub(crate) fn try_clone_request<B: TryCloneBody>(
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    *copy.extensions_mut() = req.extensions().clone();
+    // A new request's map is empty and unallocated: copying an empty one would cost more.
+    if !req.headers().is_empty() {
+        *copy.headers_mut() = req.headers().clone();
+    }
+    if !req.extensions().is_empty() {
+        *copy.extensions_mut() = req.extensions().clone();
+    }
     Some(copy)
 }
