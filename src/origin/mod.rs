@@ -14,8 +14,8 @@
 //! 3. [`allow_any_origin`](crate::AuthLayer::allow_any_origin): every https (or loopback)
 //!    origin, the explicit opt-out.
 //!
-//! The same [`Origin`] keys the retry layers' throttle gate (rules R2 and R10): a `Retry-After`
-//! holds every request to its origin, see `Origin::gate_key`.
+//! The same origins key the retry layers' throttle gate (rules R2 and R10): a `Retry-After`
+//! holds every request to its scheme, host and port.
 //!
 //! A request to any other origin is sent without the token, whichever request it is (a redirect
 //! a `FollowRedirect` layer outside the auth layer follows, a retry, a resend). Scopes that name
