@@ -424,26 +424,27 @@ mod tests {
         stack
     }
 
+    /// Asserts the status check `id` comes out with for each stack: `(stack, want)` rows.
+    #[track_caller]
+    fn assert_check(id: &str, rows: &[(Stack<'_>, Status)]) {
+        for (row, (stack, want)) in rows.iter().enumerate() {
+            assert_eq!(status(stack, id), *want, "check {id}, row {row}");
+        }
+    }
+
     #[test]
     fn o3_credential_source() {
         let mi = cache("managed_identity/imds", "http://169.254.169.254");
         let cs = cache("client_secret", "https://login.microsoftonline.com");
         let custom = cache("mine", "https://login.microsoftonline.com");
-        assert_eq!(
-            status(&stack(|s| s.tokens = Some(&mi)), "credential"),
-            Status::Pass
-        );
-        assert_eq!(
-            status(&stack(|s| s.tokens = Some(&cs)), "credential"),
-            Status::Warn
-        );
-        assert_eq!(
-            status(&stack(|s| s.tokens = Some(&custom)), "credential"),
-            Status::Warn
-        );
-        assert_eq!(
-            status(&Stack::default(), "credential"),
-            Status::NotApplicable
+        assert_check(
+            "credential",
+            &[
+                (stack(|s| s.tokens = Some(&mi)), Status::Pass),
+                (stack(|s| s.tokens = Some(&cs)), Status::Warn),
+                (stack(|s| s.tokens = Some(&custom)), Status::Warn),
+                (Stack::default(), Status::NotApplicable),
+            ],
         );
     }
 
@@ -463,23 +464,22 @@ mod tests {
             );
         }
         let mi = cache("managed_identity/imds", "http://169.254.169.254");
-        assert_eq!(
-            status(&stack(|s| s.tokens = Some(&mi)), "authority_host"),
-            Status::NotApplicable
+        assert_check(
+            "authority_host",
+            &[(stack(|s| s.tokens = Some(&mi)), Status::NotApplicable)],
         );
     }
 
     #[test]
     fn o3_fixed_scopes() {
         let c = cache("client_secret", "https://login.microsoftonline.com");
-        assert_eq!(
-            status(&stack(|s| s.tokens = Some(&c)), "fixed_scopes"),
-            Status::Pass
-        );
         let empty = TokenCache::new(Id("client_secret", "x"), Vec::<String>::new());
-        assert_eq!(
-            status(&stack(|s| s.tokens = Some(&empty)), "fixed_scopes"),
-            Status::Fail
+        assert_check(
+            "fixed_scopes",
+            &[
+                (stack(|s| s.tokens = Some(&c)), Status::Pass),
+                (stack(|s| s.tokens = Some(&empty)), Status::Fail),
+            ],
         );
     }
 
@@ -529,40 +529,18 @@ mod tests {
             }
         };
         let days = |d: u64| Duration::from_secs(d * 24 * 3600);
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&with(Some(Persistent(days(3))))),
-                    ..Stack::default()
-                },
-                "persistent_cache"
-            ),
-            Status::Pass
-        );
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&with(Some(Persistent(days(1))))),
-                    ..Stack::default()
-                },
-                "persistent_cache"
-            ),
-            Status::Fail
-        );
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&with(None)),
-                    ..Stack::default()
-                },
-                "persistent_cache"
-            ),
-            Status::Fail
-        );
+        let three_days = with(Some(Persistent(days(3))));
+        let one_day = with(Some(Persistent(days(1))));
+        let memory = with(None);
         let daemon = cache("client_secret", "https://login.microsoftonline.com");
-        assert_eq!(
-            status(&stack(|s| s.tokens = Some(&daemon)), "persistent_cache"),
-            Status::NotApplicable
+        assert_check(
+            "persistent_cache",
+            &[
+                (stack(|s| s.tokens = Some(&three_days)), Status::Pass),
+                (stack(|s| s.tokens = Some(&one_day)), Status::Fail),
+                (stack(|s| s.tokens = Some(&memory)), Status::Fail),
+                (stack(|s| s.tokens = Some(&daemon)), Status::NotApplicable),
+            ],
         );
     }
 
@@ -582,25 +560,13 @@ mod tests {
             .build()
             .unwrap()
         };
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&build(long)),
-                    ..Stack::default()
-                },
-                "persistent_cache"
-            ),
-            Status::Pass
-        );
-        assert_eq!(
-            status(
-                &Stack {
-                    tokens: Some(&build(short)),
-                    ..Stack::default()
-                },
-                "persistent_cache"
-            ),
-            Status::Fail
+        let (long, short) = (build(long), build(short));
+        assert_check(
+            "persistent_cache",
+            &[
+                (stack(|s| s.tokens = Some(&long)), Status::Pass),
+                (stack(|s| s.tokens = Some(&short)), Status::Fail),
+            ],
         );
     }
 
@@ -616,15 +582,6 @@ mod tests {
             )
             .build()
             .unwrap();
-        assert_eq!(
-            status(&stack(|s| s.exp_backoff = Some(&good)), "retry_floor"),
-            Status::Pass
-        );
-        assert_eq!(
-            status(&stack(|s| s.exp_backoff = Some(&fast)), "retry_floor"),
-            Status::Fail
-        );
-        assert_eq!(status(&Stack::default(), "retry_floor"), Status::Warn);
         let fast_cache = TokenCache::builder(Id("client_secret", "x"), ["s"])
             .backoff(
                 Backoff::builder()
@@ -634,16 +591,19 @@ mod tests {
             )
             .build()
             .unwrap();
-        assert_eq!(
-            status(
-                &Stack {
-                    exp_backoff: Some(&good),
-                    tokens: Some(&fast_cache),
-                    ..Stack::default()
-                },
-                "retry_floor"
-            ),
-            Status::Fail
+        let good_layer_fast_cache = Stack {
+            exp_backoff: Some(&good),
+            tokens: Some(&fast_cache),
+            ..Stack::default()
+        };
+        assert_check(
+            "retry_floor",
+            &[
+                (stack(|s| s.exp_backoff = Some(&good)), Status::Pass),
+                (stack(|s| s.exp_backoff = Some(&fast)), Status::Fail),
+                (Stack::default(), Status::Warn),
+                (good_layer_fast_cache, Status::Fail),
+            ],
         );
     }
 
@@ -651,15 +611,14 @@ mod tests {
     fn o3_retry_after_honoured() {
         let ra = RetryAfterLayer::default();
         let eb = ExpBackoffLayer::default();
-        assert_eq!(
-            status(&stack(|s| s.retry_after = Some(&ra)), "retry_after"),
-            Status::Pass
+        assert_check(
+            "retry_after",
+            &[
+                (stack(|s| s.retry_after = Some(&ra)), Status::Pass),
+                (stack(|s| s.exp_backoff = Some(&eb)), Status::Warn),
+                (Stack::default(), Status::Fail),
+            ],
         );
-        assert_eq!(
-            status(&stack(|s| s.exp_backoff = Some(&eb)), "retry_after"),
-            Status::Warn
-        );
-        assert_eq!(status(&Stack::default(), "retry_after"), Status::Fail);
     }
 
     #[test]
@@ -667,29 +626,25 @@ mod tests {
         let t = TimeoutLayer::new(Duration::from_secs(10));
         let eb = ExpBackoffLayer::default();
         let no_budget = ExpBackoffLayer::builder().budget(None).build().unwrap();
-        assert_eq!(
-            status(
-                &Stack {
-                    timeout: Some(&t),
-                    exp_backoff: Some(&eb),
-                    ..Stack::default()
-                },
-                "timeouts"
-            ),
-            Status::Pass
+        let both = Stack {
+            timeout: Some(&t),
+            exp_backoff: Some(&eb),
+            ..Stack::default()
+        };
+        assert_check(
+            "timeouts",
+            &[
+                (both, Status::Pass),
+                (stack(|s| s.timeout = Some(&t)), Status::Warn),
+                (Stack::default(), Status::Warn),
+            ],
         );
-        assert_eq!(
-            status(&stack(|s| s.timeout = Some(&t)), "timeouts"),
-            Status::Warn
-        );
-        assert_eq!(status(&Stack::default(), "timeouts"), Status::Warn);
-        assert_eq!(
-            status(&stack(|s| s.exp_backoff = Some(&eb)), "retry_budget"),
-            Status::Pass
-        );
-        assert_eq!(
-            status(&stack(|s| s.exp_backoff = Some(&no_budget)), "retry_budget"),
-            Status::Warn
+        assert_check(
+            "retry_budget",
+            &[
+                (stack(|s| s.exp_backoff = Some(&eb)), Status::Pass),
+                (stack(|s| s.exp_backoff = Some(&no_budget)), Status::Warn),
+            ],
         );
     }
 
@@ -700,18 +655,17 @@ mod tests {
         let closed = AuthLayer::new(c)
             .allow_origins(["https://api.example.com"])
             .unwrap();
-        assert_eq!(
-            status(&stack(|s| s.auth = Some(&open)), "token_origins"),
-            Status::Warn
-        );
-        assert_eq!(
-            status(&stack(|s| s.auth = Some(&closed)), "token_origins"),
-            Status::Pass
+        assert_check(
+            "token_origins",
+            &[
+                (stack(|s| s.auth = Some(&open)), Status::Warn),
+                (stack(|s| s.auth = Some(&closed)), Status::Pass),
+            ],
         );
         // The cache is taken from the auth layer.
-        assert_eq!(
-            status(&stack(|s| s.auth = Some(&closed)), "credential"),
-            Status::Warn
+        assert_check(
+            "credential",
+            &[(stack(|s| s.auth = Some(&closed)), Status::Warn)],
         );
     }
 

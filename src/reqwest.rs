@@ -22,7 +22,7 @@ use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 use crate::origin::{Decision, Origin};
 use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
 use crate::retry::driver::{self, CallCtx, Transport};
-use crate::retry::throttle::{origin_key, ThrottleGate};
+use crate::retry::throttle::ThrottleGate;
 use crate::Error;
 
 /// Sends through the rest of a reqwest-middleware chain.
@@ -41,12 +41,7 @@ impl Transport for ReqwestTransport<'_> {
     }
 
     fn origin_key(req: &Request) -> u64 {
-        let url = req.url();
-        origin_key(
-            url.scheme(),
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default(),
-        )
+        Origin::of_url(req.url()).gate_key()
     }
 
     fn send(&mut self, req: Request) -> impl Future<Output = Result<Response, Self::Err>> + Send {

@@ -22,6 +22,7 @@
 #![cfg(feature = "reqwest")]
 #![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -30,7 +31,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::signature::RsaKeyPair;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use reqwest::Url;
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
@@ -38,10 +38,10 @@ use super::certificate;
 use futures_util::future::BoxFuture;
 
 use super::confidential::{
-    optional_env, process_env, required_env, sealed, ClientOptions, ConfidentialClient,
-    CredentialBuilder, Env, RegionalGrant,
+    optional_env, process_env, required_env, sealed, ClientOptions, ConfidentialCredential,
+    CredentialBuilder, Env, Grant, RegionalGrant,
 };
-use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
+use super::{CredentialKind, TokenRequest};
 use crate::{Error, TokenResponse};
 
 const KIND: &str = "client_certificate";
@@ -72,10 +72,7 @@ const RESIGN_MARGIN: Duration = Duration::from_secs(120);
 /// the `pkcs12` feature and a [`password`](ClientCertificateCredentialBuilder::password), an
 /// encrypted PKCS#8 key (`ENCRYPTED PRIVATE KEY`) or a PKCS#12 (`.pfx` / `.p12`) file. Neither
 /// the key, its password nor the assertion is ever shown by `Debug`, `Display`, errors or logs.
-pub struct ClientCertificateCredential {
-    core: ConfidentialClient,
-    signer: AssertionSigner,
-}
+pub type ClientCertificateCredential = ConfidentialCredential<CertificateGrant>;
 
 impl ClientCertificateCredential {
     /// A builder for the application `client_id` of `tenant_id`. `certificate` is PEM — the
@@ -145,46 +142,6 @@ impl ClientCertificateCredential {
         }
         builder.build()
     }
-
-    fn request(&self, url: &Url, request: &TokenRequest) -> Result<reqwest::Request, Error> {
-        let assertion = self.signer.assertion(url.as_str())?;
-        self.core
-            .assertion_post(url, assertion.expose_secret(), request)
-    }
-}
-
-impl TokenCredential for ClientCertificateCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.core.call(move |url| self.request(url, request)))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        self.core.identity()
-    }
-}
-
-impl fmt::Debug for ClientCertificateCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core
-            .debug(f, "ClientCertificateCredential")
-            .field("x5t#S256", &self.signer.x5t_s256)
-            .field("algorithm", &self.signer.algorithm.name())
-            .field("private_key", &"<redacted>")
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Display for ClientCertificateCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = format!(
-            "client certificate credential (x5t#S256 {})",
-            self.signer.x5t_s256
-        );
-        self.core.display(f, &what)
-    }
 }
 
 /// Builds a [`ClientCertificateCredential`]; see [`ClientCertificateCredential::builder`].
@@ -205,6 +162,36 @@ pub struct CertificateGrant {
 impl sealed::Sealed for CertificateGrant {}
 
 impl RegionalGrant for CertificateGrant {}
+
+impl Grant for CertificateGrant {
+    type Built = AssertionSigner;
+
+    const NAME: &'static str = "ClientCertificateCredential";
+
+    fn fetch<'a>(
+        credential: &'a ClientCertificateCredential,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        let (core, signer) = (&credential.core, &credential.grant);
+        Box::pin(core.call(move |url| {
+            let assertion = signer.assertion(url.as_str())?;
+            core.assertion_post(url, assertion.expose_secret(), request)
+        }))
+    }
+
+    fn debug_fields(signer: &AssertionSigner, d: &mut fmt::DebugStruct<'_, '_>) {
+        d.field("x5t#S256", &signer.x5t_s256)
+            .field("algorithm", &signer.algorithm.name())
+            .field("private_key", &"<redacted>");
+    }
+
+    fn what(signer: &AssertionSigner) -> Cow<'_, str> {
+        Cow::Owned(format!(
+            "client certificate credential (x5t#S256 {})",
+            signer.x5t_s256
+        ))
+    }
+}
 
 impl CredentialBuilder<CertificateGrant> {
     /// The private key, when it is not in the certificate's PEM: an unencrypted RSA key,
@@ -282,7 +269,10 @@ impl CredentialBuilder<CertificateGrant> {
         // Sign once now, so that a key the signer rejects fails here and not at the first
         // token request.
         signer.assertion(core.endpoint.global.as_str())?;
-        Ok(ClientCertificateCredential { core, signer })
+        Ok(ConfidentialCredential {
+            core,
+            grant: signer,
+        })
     }
 }
 
@@ -308,8 +298,9 @@ impl Algorithm {
     }
 }
 
-/// Signs client assertions and keeps the last one while it has life left.
-struct AssertionSigner {
+/// Signs client assertions and keeps the last one while it has life left: a built client
+/// certificate credential's own part.
+pub(crate) struct AssertionSigner {
     key: RsaKeyPair,
     x5t_s256: String,
     /// The chain sent as `x5c`, if asked for.
@@ -653,7 +644,7 @@ mod tests {
         pairs.push(("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "true".to_owned()));
         let c = ClientCertificateCredential::from_env_with(&env(pairs)).unwrap();
         assert_eq!(c.identity().kind, "client_certificate");
-        let a = c.signer.assertion("https://idp/token").unwrap();
+        let a = c.grant.assertion("https://idp/token").unwrap();
         let header: serde_json::Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
                 .decode(a.expose_secret().split('.').next().unwrap())

@@ -16,6 +16,7 @@
 #![cfg(feature = "reqwest")]
 #![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
+use std::borrow::Cow;
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -24,9 +25,9 @@ use futures_util::future::BoxFuture;
 
 use super::confidential::{
     process_env, required_env, sealed, ClientAuth, ClientOptions, ConfidentialClient,
-    CredentialBuilder, Env, RegionalGrant,
+    ConfidentialCredential, CredentialBuilder, Env, Grant, RegionalGrant,
 };
-use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
+use super::{CredentialKind, TokenRequest};
 use crate::{Error, TokenResponse};
 
 const KIND: &str = "client_secret";
@@ -44,11 +45,7 @@ const KIND: &str = "client_secret";
 /// One attempt per call: put it behind a `TokenCache`, which owns retries, back-off and the
 /// throttle gate. The secret is held in a [`SecretString`] and never shown by `Debug`,
 /// `Display`, errors or logs.
-pub struct ClientSecretCredential {
-    core: ConfidentialClient,
-    secret: SecretString,
-    basic: bool,
-}
+pub type ClientSecretCredential = ConfidentialCredential<SecretGrant>;
 
 impl ClientSecretCredential {
     /// A builder for the application `client_id` of `tenant_id` with its client `secret`.
@@ -88,63 +85,6 @@ impl ClientSecretCredential {
         )
         .build()
     }
-
-    fn request(
-        &self,
-        url: &reqwest::Url,
-        request: &TokenRequest,
-    ) -> Result<reqwest::Request, Error> {
-        let scope = request.scopes.join(" ");
-        let secret = self.secret.expose_secret();
-        if self.basic {
-            self.core.form_post(
-                url,
-                "client_credentials",
-                ClientAuth::Basic(secret),
-                &[],
-                &scope,
-                request,
-            )
-        } else {
-            self.core.form_post(
-                url,
-                "client_credentials",
-                ClientAuth::Form,
-                &[("client_secret", secret)],
-                &scope,
-                request,
-            )
-        }
-    }
-}
-
-impl TokenCredential for ClientSecretCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.core.call(move |url| self.request(url, request)))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        self.core.identity()
-    }
-}
-
-impl fmt::Debug for ClientSecretCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core
-            .debug(f, "ClientSecretCredential")
-            .field("secret", &"<redacted>")
-            .field("client_secret_basic", &self.basic)
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Display for ClientSecretCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core.display(f, "client secret credential")
-    }
 }
 
 /// Builds a [`ClientSecretCredential`]; see [`ClientSecretCredential::builder`]. The shared
@@ -162,6 +102,49 @@ pub struct SecretGrant {
 impl sealed::Sealed for SecretGrant {}
 
 impl RegionalGrant for SecretGrant {}
+
+impl Grant for SecretGrant {
+    /// A built client secret credential keeps the grant as it was given.
+    type Built = SecretGrant;
+
+    const NAME: &'static str = "ClientSecretCredential";
+
+    fn fetch<'a>(
+        credential: &'a ClientSecretCredential,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        let (core, grant) = (&credential.core, &credential.grant);
+        Box::pin(core.call(move |url| grant.request(core, url, request)))
+    }
+
+    fn debug_fields(grant: &SecretGrant, d: &mut fmt::DebugStruct<'_, '_>) {
+        d.field("secret", &"<redacted>")
+            .field("client_secret_basic", &grant.basic);
+    }
+
+    fn what(_: &SecretGrant) -> Cow<'static, str> {
+        Cow::Borrowed("client secret credential")
+    }
+}
+
+impl SecretGrant {
+    /// The client credentials request: the secret as a form field, or in a Basic header.
+    fn request(
+        &self,
+        core: &ConfidentialClient,
+        url: &reqwest::Url,
+        request: &TokenRequest,
+    ) -> Result<reqwest::Request, Error> {
+        let scope = request.scopes.join(" ");
+        let secret = self.secret.expose_secret();
+        let (auth, fields) = if self.basic {
+            (ClientAuth::Basic(secret), &[][..])
+        } else {
+            (ClientAuth::Form, &[("client_secret", secret)][..])
+        };
+        core.form_post(url, "client_credentials", auth, fields, &scope, request)
+    }
+}
 
 impl CredentialBuilder<SecretGrant> {
     /// Sends the client id and secret in an HTTP Basic `Authorization` header
@@ -183,10 +166,9 @@ impl CredentialBuilder<SecretGrant> {
             return Err(Error::config("client secret is empty"));
         }
         let core = self.options.resolve(KIND, CredentialKind::ClientSecret)?;
-        Ok(ClientSecretCredential {
+        Ok(ConfidentialCredential {
             core,
-            secret: self.grant.secret,
-            basic: self.grant.basic,
+            grant: self.grant,
         })
     }
 }

@@ -4,19 +4,24 @@
 //! It holds what they share — the HTTP client, the token endpoint (authority, tenant, region or
 //! a custom URL, see [`TokenEndpoint`]), the client id and the per-attempt timeout — and does
 //! what they share: the form POST (one attempt through [`send_token_request`], errors mapped
-//! there, rule C7), the regional fallback, [`CredentialIdentity`], the common `Debug` fields, the
-//! builder options and their environment variables. A credential adds only its grant's fields.
+//! there, rule C7), the regional fallback, the builder options and their environment variables
+//! ([`CredentialBuilder`]), and the built credential ([`ConfidentialCredential`]: one
+//! `TokenCredential`, `Debug` and `Display` for all four). A credential adds only its grant: its
+//! fields, its token request ([`Grant`]) and its builder setters.
 #![cfg(feature = "reqwest")]
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use reqwest::Url;
 use secrecy::zeroize::Zeroizing;
 
 use super::authority::{check_tenant, AuthorityHost, TokenEndpoint, TRY_AUTO_DETECT};
 use super::http::{default_client, send_token_request, DEFAULT_TIMEOUT};
-use super::{CredentialIdentity, CredentialKind, TokenRequest};
+use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
 use crate::{Error, TokenResponse};
 
 /// `client_assertion_type` of a JWT client assertion (RFC 7523).
@@ -214,30 +219,6 @@ impl ConfidentialClient {
             .await
     }
 
-    /// The credential's identity: kind, token endpoint origin, tenant and client id.
-    pub(crate) fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new(self.kind, self.endpoint.origin())
-            .with_source(self.source)
-            .with_tenant(&self.tenant_id)
-            .with_client_id(&self.client_id)
-    }
-
-    /// Starts a credential's `Debug` with the shared, secret-free fields.
-    pub(crate) fn debug<'a, 'b>(
-        &self,
-        f: &'a mut fmt::Formatter<'b>,
-        name: &str,
-    ) -> fmt::DebugStruct<'a, 'b> {
-        let mut d = f.debug_struct(name);
-        let regional = self.endpoint.regional.as_ref().map(Url::as_str);
-        d.field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("token_url", &self.endpoint.global.as_str())
-            .field("regional_token_url", &regional)
-            .field("timeout", &self.timeout);
-        d
-    }
-
     /// A client credentials request proven by a JWT `assertion` (a certificate's signed
     /// assertion, or a federated token).
     pub(crate) fn assertion_post(
@@ -254,13 +235,89 @@ impl ConfidentialClient {
         let grant = "client_credentials";
         self.form_post(url, grant, ClientAuth::Form, &fields, &scope, request)
     }
+}
 
-    /// A credential's `Display`: `"{what} for client {id} at {token URL}"`.
-    pub(crate) fn display(&self, f: &mut fmt::Formatter<'_>, what: &str) -> fmt::Result {
+/// A confidential-client credential: the shared core (HTTP client, token endpoint, tenant,
+/// client id, timeout) and what the grant `G` adds to it.
+///
+/// [`ClientSecretCredential`](crate::ClientSecretCredential),
+/// [`ClientCertificateCredential`](crate::ClientCertificateCredential),
+/// [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential) and
+/// [`RefreshTokenCredential`](crate::RefreshTokenCredential) are this type with their grant, as
+/// their builders are [`CredentialBuilder`] with it. They share one [`TokenCredential`]
+/// implementation (its identity is the core's: kind, token endpoint origin, tenant, client id)
+/// and one `Debug` and `Display`, which show the core's fields and the grant's non-secret ones,
+/// never a secret.
+#[allow(private_bounds)] // `Grant` is this crate's own: the credentials are named by their aliases
+pub struct ConfidentialCredential<G: Grant> {
+    pub(crate) core: ConfidentialClient,
+    pub(crate) grant: G::Built,
+}
+
+/// What one grant adds to the confidential-client core once its credential is built.
+pub(crate) trait Grant: Sized + 'static {
+    /// The built credential's own part: its secret, signer, token file or refresh token store.
+    type Built: Send + Sync + 'static;
+
+    /// The credential's type name in `Debug`.
+    const NAME: &'static str;
+
+    /// One `get_token`: the grant's token request through [`ConfidentialClient::call`].
+    fn fetch<'a>(
+        credential: &'a ConfidentialCredential<Self>,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>>;
+
+    /// Adds the grant's own `Debug` fields: settings, and `"<redacted>"` for its secret.
+    fn debug_fields(built: &Self::Built, d: &mut fmt::DebugStruct<'_, '_>);
+
+    /// What `Display` calls the credential, e.g. `client secret credential`.
+    fn what(built: &Self::Built) -> Cow<'_, str>;
+}
+
+impl<G: Grant> TokenCredential for ConfidentialCredential<G> {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        G::fetch(self, request)
+    }
+
+    /// Kind, token endpoint origin, tenant and client id.
+    fn identity(&self) -> CredentialIdentity {
+        let core = &self.core;
+        CredentialIdentity::new(core.kind, core.endpoint.origin())
+            .with_source(core.source)
+            .with_tenant(&core.tenant_id)
+            .with_client_id(&core.client_id)
+    }
+}
+
+impl<G: Grant> fmt::Debug for ConfidentialCredential<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = &self.core;
+        let regional = core.endpoint.regional.as_ref().map(Url::as_str);
+        let mut d = f.debug_struct(G::NAME);
+        d.field("tenant_id", &core.tenant_id)
+            .field("client_id", &core.client_id)
+            .field("token_url", &core.endpoint.global.as_str())
+            .field("regional_token_url", &regional)
+            .field("timeout", &core.timeout);
+        G::debug_fields(&self.grant, &mut d);
+        d.finish_non_exhaustive()
+    }
+}
+
+impl<G: Grant> fmt::Display for ConfidentialCredential<G> {
+    /// `"{what} for client {id} at {token URL}"`, e.g. `client secret credential for client
+    /// 00000000-… at https://login.microsoftonline.com/contoso/oauth2/v2.0/token`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{what} for client {} at {}",
-            self.client_id, self.endpoint.global
+            "{} for client {} at {}",
+            G::what(&self.grant),
+            self.core.client_id,
+            self.core.endpoint.global
         )
     }
 }

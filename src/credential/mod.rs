@@ -33,7 +33,7 @@ pub mod workload_identity;
 
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-pub use confidential::{CredentialBuilder, RegionalGrant};
+pub use confidential::{ConfidentialCredential, CredentialBuilder, RegionalGrant};
 
 /// What the cache asks a credential for: fixed scopes (rule T8) and, after a CAE challenge,
 /// the claims the resource demanded.

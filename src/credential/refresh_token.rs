@@ -24,6 +24,7 @@
 #![cfg(feature = "reqwest")]
 #![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -34,9 +35,10 @@ use secrecy::{ExposeSecret, SecretString};
 use futures_util::future::BoxFuture;
 
 use super::confidential::{
-    process_env, sealed, ClientAuth, ClientOptions, ConfidentialClient, CredentialBuilder, Env,
+    process_env, sealed, ClientAuth, ClientOptions, ConfidentialCredential, CredentialBuilder, Env,
+    Grant,
 };
-use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
+use super::{CredentialKind, TokenRequest};
 use crate::cache::store::{unix_ms, StoredToken, TokenStore};
 use crate::error::IdentityProviderError;
 use crate::{Error, TokenResponse};
@@ -64,12 +66,31 @@ const HINT: &str = "interactive sign-in is needed";
 /// then hand the refresh token to [`save_refresh_token`](Self::save_refresh_token).
 ///
 /// `Debug` and `Display` never show a refresh token.
-pub struct RefreshTokenCredential {
-    core: ConfidentialClient,
+pub type RefreshTokenCredential = ConfidentialCredential<RefreshTokenGrant>;
+
+/// A built refresh token credential's own part: the refresh token in memory and its store.
+pub(crate) struct RefreshTokens {
     current: Mutex<Option<SecretString>>,
     store: Option<Arc<dyn TokenStore>>,
     store_key: String,
     store_timeout: Duration,
+}
+
+impl RefreshTokens {
+    fn remember(&self, refresh_token: &str) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(SecretString::from(refresh_token.to_owned()));
+    }
+
+    fn remembered(&self) -> Option<SecretString> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl RefreshTokenCredential {
@@ -108,7 +129,7 @@ impl RefreshTokenCredential {
     /// The store key of the refresh token:
     /// `resilient-auth:v1:refresh_token:{authority}:{tenant}:{client}` (no secret in it).
     pub fn store_key(&self) -> &str {
-        &self.store_key
+        &self.grant.store_key
     }
 
     /// Keeps `refresh_token` (from an interactive sign-in) for the next calls and, if there is
@@ -118,16 +139,19 @@ impl RefreshTokenCredential {
     /// The store's error, if saving failed (the token is still kept in memory).
     pub async fn save_refresh_token(&self, refresh_token: impl Into<String>) -> Result<(), Error> {
         let refresh_token = refresh_token.into();
-        self.remember(&refresh_token);
-        match &self.store {
+        self.grant.remember(&refresh_token);
+        match &self.grant.store {
             Some(store) => {
                 let record = record(refresh_token);
-                match tokio::time::timeout(self.store_timeout, store.save(&self.store_key, &record))
-                    .await
+                match tokio::time::timeout(
+                    self.grant.store_timeout,
+                    store.save(&self.grant.store_key, &record),
+                )
+                .await
                 {
                     Ok(r) => r,
                     Err(_) => Err(Error::Timeout {
-                        after: self.store_timeout,
+                        after: self.grant.store_timeout,
                     }),
                 }
             }
@@ -135,30 +159,17 @@ impl RefreshTokenCredential {
         }
     }
 
-    fn remember(&self, refresh_token: &str) {
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(SecretString::from(refresh_token.to_owned()));
-    }
-
-    fn remembered(&self) -> Option<SecretString> {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
     /// The refresh token to use: the store's, else the one in memory.
     async fn refresh_token(&self) -> Result<SecretString, Error> {
-        if let Some(store) = &self.store {
-            match tokio::time::timeout(self.store_timeout, store.load(&self.store_key)).await {
+        if let Some(store) = &self.grant.store {
+            match tokio::time::timeout(self.grant.store_timeout, store.load(&self.grant.store_key))
+                .await
+            {
                 Ok(Ok(Some(StoredToken {
                     refresh_token: Some(rt),
                     ..
                 }))) if !rt.is_empty() => {
-                    self.remember(&rt);
+                    self.grant.remember(&rt);
                     return Ok(SecretString::from(rt));
                 }
                 Ok(Ok(_)) => {}
@@ -172,14 +183,18 @@ impl RefreshTokenCredential {
                 }
             }
         }
-        self.remembered().ok_or_else(|| Error::IdentityProvider {
-            status: http::StatusCode::BAD_REQUEST,
-            details: Box::new(IdentityProviderError {
-                error: "interaction_required".to_owned(),
-                error_description: Some(format!("no refresh token was given or stored; {HINT}")),
-                ..IdentityProviderError::default()
-            }),
-        })
+        self.grant
+            .remembered()
+            .ok_or_else(|| Error::IdentityProvider {
+                status: http::StatusCode::BAD_REQUEST,
+                details: Box::new(IdentityProviderError {
+                    error: "interaction_required".to_owned(),
+                    error_description: Some(format!(
+                        "no refresh token was given or stored; {HINT}"
+                    )),
+                    ..IdentityProviderError::default()
+                }),
+            })
     }
 
     fn request(
@@ -208,13 +223,18 @@ impl RefreshTokenCredential {
         let Some(new) = response.refresh_token.take() else {
             return;
         };
-        self.remember(&new);
-        let Some(store) = &self.store else {
+        self.grant.remember(&new);
+        let Some(store) = &self.grant.store else {
             response.refresh_token = Some(new);
             return;
         };
         let record = record(new);
-        match tokio::time::timeout(self.store_timeout, store.save(&self.store_key, &record)).await {
+        match tokio::time::timeout(
+            self.grant.store_timeout,
+            store.save(&self.grant.store_key, &record),
+        )
+        .await
+        {
             Ok(Ok(())) => tracing::debug!(source = KIND, "rotated refresh token persisted"),
             Ok(Err(e)) => tracing::warn!(
                 source = KIND,
@@ -277,35 +297,6 @@ impl RefreshTokenCredential {
     }
 }
 
-impl TokenCredential for RefreshTokenCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.fetch(request))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        self.core.identity()
-    }
-}
-
-impl fmt::Debug for RefreshTokenCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core
-            .debug(f, "RefreshTokenCredential")
-            .field("refresh_token", &self.remembered().map(|_| "<redacted>"))
-            .field("store", &self.store)
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Display for RefreshTokenCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core.display(f, "refresh token credential")
-    }
-}
-
 /// Builds a [`RefreshTokenCredential`]; see [`RefreshTokenCredential::builder`].
 /// The shared setters (authority, token URL, timeout, HTTP client) are
 /// [`CredentialBuilder`]'s; a public client has no regional endpoint.
@@ -320,6 +311,28 @@ pub struct RefreshTokenGrant {
 }
 
 impl sealed::Sealed for RefreshTokenGrant {}
+
+impl Grant for RefreshTokenGrant {
+    type Built = RefreshTokens;
+
+    const NAME: &'static str = "RefreshTokenCredential";
+
+    fn fetch<'a>(
+        credential: &'a RefreshTokenCredential,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        Box::pin(credential.fetch(request))
+    }
+
+    fn debug_fields(tokens: &RefreshTokens, d: &mut fmt::DebugStruct<'_, '_>) {
+        d.field("refresh_token", &tokens.remembered().map(|_| "<redacted>"))
+            .field("store", &tokens.store);
+    }
+
+    fn what(_: &RefreshTokens) -> Cow<'static, str> {
+        Cow::Borrowed("refresh token credential")
+    }
+}
 
 impl CredentialBuilder<RefreshTokenGrant> {
     /// The refresh token to start with (used while the store holds none).
@@ -367,12 +380,15 @@ impl CredentialBuilder<RefreshTokenGrant> {
             core.tenant_id,
             core.client_id
         );
-        Ok(RefreshTokenCredential {
-            core,
+        let tokens = RefreshTokens {
             current: Mutex::new(refresh_token),
             store: grant.store,
             store_key,
             store_timeout: grant.store_timeout,
+        };
+        Ok(ConfidentialCredential {
+            core,
+            grant: tokens,
         })
     }
 }
@@ -407,7 +423,7 @@ mod tests {
             .store(MemoryStore::new())
             .build()
             .unwrap();
-        assert!(c.store.is_some());
+        assert!(c.grant.store.is_some());
     }
 
     #[test]

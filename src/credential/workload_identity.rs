@@ -15,6 +15,7 @@
 #![cfg(feature = "reqwest")]
 #![cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -29,10 +30,10 @@ use tokio::time::Instant;
 use futures_util::future::BoxFuture;
 
 use super::confidential::{
-    process_env, required_env, sealed, ClientOptions, ConfidentialClient, CredentialBuilder, Env,
-    RegionalGrant,
+    process_env, required_env, sealed, ClientOptions, ConfidentialClient, ConfidentialCredential,
+    CredentialBuilder, Env, Grant, RegionalGrant,
 };
-use super::{CredentialIdentity, CredentialKind, TokenCredential, TokenRequest};
+use super::{CredentialKind, TokenRequest};
 use crate::{Error, TokenResponse};
 
 const KIND: &str = "workload_identity";
@@ -56,11 +57,7 @@ const MAX_TOKEN_FILE: u64 = 64 * 1024;
 /// (the kubelet rotates it well before it expires). A missing or empty file is an
 /// [`Error::Config`] that names the path. The federated token is never shown by `Debug`,
 /// `Display`, errors or logs.
-pub struct WorkloadIdentityCredential {
-    core: ConfidentialClient,
-    token_file: PathBuf,
-    cached: Mutex<Option<(SecretString, Instant)>>,
-}
+pub type WorkloadIdentityCredential = ConfidentialCredential<FederatedTokenGrant>;
 
 impl WorkloadIdentityCredential {
     /// A builder for the application `client_id` of `tenant_id`, authenticating with the
@@ -97,9 +94,17 @@ impl WorkloadIdentityCredential {
 
     /// The federated token file.
     pub fn token_file(&self) -> &Path {
-        &self.token_file
+        &self.grant.token_file
     }
+}
 
+/// A built workload identity credential's own part: the token file and its last contents.
+pub(crate) struct FederatedToken {
+    token_file: PathBuf,
+    cached: Mutex<Option<(SecretString, Instant)>>,
+}
+
+impl FederatedToken {
     /// The federated token: the cached copy, or the file's contents if that is older than
     /// 10 minutes.
     fn assertion(&self) -> Result<SecretString, Error> {
@@ -114,10 +119,14 @@ impl WorkloadIdentityCredential {
         Ok(token)
     }
 
-    fn request(&self, url: &Url, request: &TokenRequest) -> Result<reqwest::Request, Error> {
+    fn request(
+        &self,
+        core: &ConfidentialClient,
+        url: &Url,
+        request: &TokenRequest,
+    ) -> Result<reqwest::Request, Error> {
         let assertion = self.assertion()?;
-        self.core
-            .assertion_post(url, assertion.expose_secret(), request)
+        core.assertion_post(url, assertion.expose_secret(), request)
     }
 }
 
@@ -155,35 +164,6 @@ fn read_token_file(path: &Path) -> Result<SecretString, Error> {
     Ok(SecretString::from(token))
 }
 
-impl TokenCredential for WorkloadIdentityCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(self.core.call(move |url| self.request(url, request)))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        self.core.identity()
-    }
-}
-
-impl fmt::Debug for WorkloadIdentityCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core
-            .debug(f, "WorkloadIdentityCredential")
-            .field("token_file", &self.token_file)
-            .field("federated_token", &"<redacted>")
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Display for WorkloadIdentityCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core.display(f, "workload identity credential")
-    }
-}
-
 /// Builds a [`WorkloadIdentityCredential`]; see [`WorkloadIdentityCredential::builder`].
 /// The shared setters (authority, token URL, region, timeout, HTTP client) are
 /// [`CredentialBuilder`]'s.
@@ -199,6 +179,29 @@ impl sealed::Sealed for FederatedTokenGrant {}
 
 impl RegionalGrant for FederatedTokenGrant {}
 
+impl Grant for FederatedTokenGrant {
+    type Built = FederatedToken;
+
+    const NAME: &'static str = "WorkloadIdentityCredential";
+
+    fn fetch<'a>(
+        credential: &'a WorkloadIdentityCredential,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        let (core, token) = (&credential.core, &credential.grant);
+        Box::pin(core.call(move |url| token.request(core, url, request)))
+    }
+
+    fn debug_fields(token: &FederatedToken, d: &mut fmt::DebugStruct<'_, '_>) {
+        d.field("token_file", &token.token_file)
+            .field("federated_token", &"<redacted>");
+    }
+
+    fn what(_: &FederatedToken) -> Cow<'static, str> {
+        Cow::Borrowed("workload identity credential")
+    }
+}
+
 impl CredentialBuilder<FederatedTokenGrant> {
     /// Validates the configuration and builds the credential. The token file is read on first
     /// use, not here (it may appear after the process starts).
@@ -213,11 +216,11 @@ impl CredentialBuilder<FederatedTokenGrant> {
         let core = self
             .options
             .resolve(KIND, CredentialKind::WorkloadIdentity)?;
-        Ok(WorkloadIdentityCredential {
-            core,
+        let token = FederatedToken {
             token_file: self.grant.token_file,
             cached: Mutex::new(None),
-        })
+        };
+        Ok(ConfidentialCredential { core, grant: token })
     }
 }
 
@@ -285,12 +288,21 @@ mod tests {
         let c = WorkloadIdentityCredential::builder("t", "c", &path)
             .build()
             .unwrap();
-        assert_eq!(c.assertion().unwrap().expose_secret(), "federated-one");
+        assert_eq!(
+            c.grant.assertion().unwrap().expose_secret(),
+            "federated-one"
+        );
         std::fs::write(&path, "federated-two").unwrap();
         tokio::time::advance(REREAD_AFTER - Duration::from_secs(1)).await;
-        assert_eq!(c.assertion().unwrap().expose_secret(), "federated-one");
+        assert_eq!(
+            c.grant.assertion().unwrap().expose_secret(),
+            "federated-one"
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(c.assertion().unwrap().expose_secret(), "federated-two");
+        assert_eq!(
+            c.grant.assertion().unwrap().expose_secret(),
+            "federated-two"
+        );
         let shown = format!("{c:?} {c}");
         assert!(!shown.contains("federated-"), "{shown}");
     }
@@ -301,7 +313,7 @@ mod tests {
         let c = WorkloadIdentityCredential::builder("t", "c", &path)
             .build()
             .unwrap();
-        let e = c.assertion().unwrap_err();
+        let e = c.grant.assertion().unwrap_err();
         assert!(matches!(e, Error::Config(_)), "{e:?}");
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
         assert!(e.to_string().contains("empty"), "{e}");
@@ -310,7 +322,7 @@ mod tests {
         let c = WorkloadIdentityCredential::builder("t", "c", &missing)
             .build()
             .unwrap();
-        let e = c.assertion().unwrap_err();
+        let e = c.grant.assertion().unwrap_err();
         assert!(matches!(e, Error::Config(_)), "{e:?}");
         assert!(
             e.to_string().contains(&missing.display().to_string()),

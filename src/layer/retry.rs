@@ -19,10 +19,10 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::body::{try_clone_request, TryCloneBody};
+use crate::origin::Origin;
 use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
 use crate::retry::driver::{self, CallCtx, Decision, Progress, RetryPolicy, Transport};
 use crate::retry::policy::retryable_status;
-use crate::retry::throttle::uri_origin_key;
 use crate::retry::throttle::ThrottleGate;
 use crate::{BoxError, Error};
 
@@ -65,7 +65,7 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for RetryService<S, P> {
 pub(crate) fn tower_ctx<B>(req: &Request<B>, origin: bool) -> CallCtx {
     CallCtx {
         origin: if origin {
-            uri_origin_key(req.uri(), req.headers())
+            Origin::of_request(req.uri(), req.headers()).gate_key()
         } else {
             0
         },
@@ -183,7 +183,7 @@ where
         // Without a copy, the origin cannot be read later: hash it now.
         let origin_known = gate_may_hold || backup.is_none();
         if origin_known && !gate_may_hold {
-            ctx.origin = uri_origin_key(req.uri(), req.headers());
+            ctx.origin = Origin::of_request(req.uri(), req.headers()).gate_key();
         }
         // The service `poll_ready` readied takes the request; a clone of it (readied again
         // before use) is kept for retries.
@@ -282,7 +282,7 @@ where
                     }
                     if !rest.origin_known {
                         if let Some(b) = &rest.backup {
-                            rest.ctx.origin = uri_origin_key(b.uri(), b.headers());
+                            rest.ctx.origin = Origin::of_request(b.uri(), b.headers()).gate_key();
                         }
                     }
                     let outcome = driver::outcome::<TowerTransport<S, B>>(&result);
@@ -347,7 +347,7 @@ where
     }
 
     fn origin_key(req: &Self::Req) -> u64 {
-        uri_origin_key(req.uri(), req.headers())
+        Origin::of_request(req.uri(), req.headers()).gate_key()
     }
 
     async fn send(&mut self, req: Self::Req) -> Result<Self::Resp, Self::Err> {

@@ -14,6 +14,9 @@
 //! 3. [`allow_any_origin`](crate::AuthLayer::allow_any_origin): every https (or loopback)
 //!    origin, the explicit opt-out.
 //!
+//! The same origins key the retry layers' throttle gate (rules R2 and R10): a `Retry-After`
+//! holds every request to its scheme, host and port.
+//!
 //! A request to any other origin is sent without the token, whichever request it is (a redirect
 //! a `FollowRedirect` layer outside the auth layer follows, a retry, a resend). Scopes that name
 //! no host (`api://…`, an application id, `User.Read`) and no `allow_origins` make the layer
@@ -54,6 +57,7 @@
 //! names exactly that host).
 
 use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -128,6 +132,35 @@ impl<'a> Origin<'a> {
     #[cfg(feature = "reqwest")]
     pub(crate) fn of_url(url: &'a reqwest::Url) -> Self {
         Origin::new(url.scheme(), url.host_str().unwrap_or(""), url.port())
+    }
+
+    /// The origin a tower request goes to, for the throttle gate: its URI's, with `http` for a
+    /// URI without a scheme and, for a URI without a host (a relative one), the `Host` header
+    /// as the host.
+    pub(crate) fn of_request(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Self {
+        let scheme = uri.scheme_str().unwrap_or("http");
+        match uri.host() {
+            Some(host) => Origin::new(scheme, host, uri.port_u16()),
+            None => {
+                let host = headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("");
+                Origin::new(scheme, host, None)
+            }
+        }
+    }
+
+    /// The origin's key in the throttle gate (rules R2 and R10): a 64-bit hash of the scheme
+    /// and host, ASCII case-insensitive, and the port (a missing one is the scheme's default).
+    /// Nothing is allocated, so the retry layers can compute it per request.
+    pub(crate) fn gate_key(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        for b in self.scheme.bytes().chain([b':']).chain(self.host.bytes()) {
+            h.write_u8(b.to_ascii_lowercase());
+        }
+        self.port.hash(&mut h);
+        h.finish()
     }
 
     fn is_https(&self) -> bool {
@@ -661,6 +694,43 @@ mod tests {
         let loopback = scope("http://[::1]:8080/.default");
         assert_eq!(decide(&loopback, "http://[::1]:8080/x"), "attach");
         assert_eq!(decide(&loopback, "http://[::1]:8081/x"), "skip");
+    }
+
+    #[test]
+    fn r2_origin_is_scheme_host_port() {
+        let key = |scheme, host, port| Origin::new(scheme, host, port).gate_key();
+        assert_eq!(
+            key("https", "API.example.com", None),
+            key("https", "api.example.com", Some(443))
+        );
+        assert_ne!(
+            key("https", "api.example.com", Some(8443)),
+            key("https", "api.example.com", None)
+        );
+        assert_ne!(
+            key("http", "api.example.com", None),
+            key("https", "api.example.com", None)
+        );
+    }
+
+    #[test]
+    fn r2_gate_key_of_a_request_falls_back_to_the_host_header() {
+        let key = |uri: &str, host: Option<&str>| {
+            let uri: http::Uri = uri.parse().unwrap();
+            let mut headers = http::HeaderMap::new();
+            if let Some(host) = host {
+                headers.insert(http::header::HOST, host.parse().unwrap());
+            }
+            Origin::of_request(&uri, &headers).gate_key()
+        };
+        let absolute = key("http://api.example.com/x", None);
+        assert_eq!(key("/x", Some("API.example.com")), absolute);
+        assert_eq!(key("http://api.example.com:80/y", Some("other")), absolute);
+        assert_ne!(key("/x", Some("other.example.com")), absolute);
+        assert_eq!(
+            key("https://api.example.com/x", None),
+            Origin::new("https", "api.example.com", None).gate_key()
+        );
     }
 
     #[test]

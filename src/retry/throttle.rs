@@ -1,11 +1,11 @@
 //! The throttle gate: "don't send to X until T" (rules R2 and T6).
 //!
-//! Keys are 64-bit hashes of an origin (scheme, host, port) or of a token-cache key, so checking
-//! the gate allocates nothing. When no key is held — the normal case — a check is one atomic
-//! load and takes no lock.
+//! The gate only stores holds. Keys are 64-bit hashes computed by their owners: an origin's by
+//! `Origin::gate_key` in the origin module (scheme, host, port), a token-cache key's by the
+//! cache; so checking the gate allocates nothing. When no key is held — the normal case — a
+//! check is one atomic load and takes no lock.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -93,41 +93,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The gate key of an origin: scheme, host (ASCII case-insensitive) and port.
-pub(crate) fn origin_key(scheme: &str, host: &str, port: Option<u16>) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    for b in scheme.bytes().chain([b':']).chain(host.bytes()) {
-        h.write_u8(b.to_ascii_lowercase());
-    }
-    let port = port.unwrap_or(if scheme.eq_ignore_ascii_case("https") {
-        443
-    } else if scheme.eq_ignore_ascii_case("http") {
-        80
-    } else {
-        0
-    });
-    port.hash(&mut h);
-    h.finish()
-}
-
-/// The gate key of an `http::Uri` (falls back to the `Host` header for relative URIs).
-pub(crate) fn uri_origin_key(uri: &http::Uri, headers: &http::HeaderMap) -> u64 {
-    let scheme = uri.scheme_str().unwrap_or("http");
-    match uri.host() {
-        Some(host) => origin_key(scheme, host, uri.port_u16()),
-        None => {
-            let host = headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            origin_key(scheme, host, None)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::origin::Origin;
+
+    fn origin_key(scheme: &str, host: &str, port: Option<u16>) -> u64 {
+        Origin::new(scheme, host, port).gate_key()
+    }
 
     #[tokio::test(start_paused = true)]
     async fn r2_gate_holds_until_instant_then_releases() {
@@ -148,22 +121,6 @@ mod tests {
         assert_eq!(g.held_until(k), Some(until));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(g.held_until(k), None);
-    }
-
-    #[test]
-    fn r2_origin_is_scheme_host_port() {
-        assert_eq!(
-            origin_key("https", "API.example.com", None),
-            origin_key("https", "api.example.com", Some(443))
-        );
-        assert_ne!(
-            origin_key("https", "api.example.com", Some(8443)),
-            origin_key("https", "api.example.com", None)
-        );
-        assert_ne!(
-            origin_key("http", "api.example.com", None),
-            origin_key("https", "api.example.com", None)
-        );
     }
 
     #[tokio::test(start_paused = true)]

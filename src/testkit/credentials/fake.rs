@@ -17,24 +17,43 @@ use crate::credential::{CredentialIdentity, TokenCredential, TokenRequest};
 use crate::token::parse_token_response;
 use crate::{Error, TokenResponse};
 
-/// Sends `req` to the fake in memory with `timeout` over the whole exchange, as the real
-/// credentials' `send_raw` does; returns status, headers and body.
-/// One request to the fake, its answer mapped as the real credential maps it: a token
-/// response, or the error `map_error` makes of the failure.
-async fn exchange(
-    state: &State,
-    req: Result<Request<Bytes>, Error>,
+/// What both fake credentials share: the fake they call in memory, the address their
+/// requests name, and the per-attempt timeout (default 10 s, as the real credentials').
+struct FakeEndpoint {
+    state: Arc<State>,
+    authority: String,
     timeout: Duration,
-    map_error: fn(StatusCode, &http::HeaderMap, &[u8]) -> Error,
-) -> Result<TokenResponse, Error> {
-    let (status, headers, body) = send(state, req?, timeout).await?;
-    if status.is_success() {
-        parse_token_response(&body, SystemTime::now())
-    } else {
-        Err(map_error(status, &headers, &body))
+}
+
+impl FakeEndpoint {
+    fn new(state: Arc<State>, authority: String) -> Self {
+        FakeEndpoint {
+            state,
+            authority,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// One request to the fake within the timeout, its answer mapped as the real credential
+    /// maps it: a token response, or the error `map_error` makes of the failure.
+    fn exchange(
+        &self,
+        req: Result<Request<Bytes>, Error>,
+        map_error: fn(StatusCode, &http::HeaderMap, &[u8]) -> Error,
+    ) -> BoxFuture<'_, Result<TokenResponse, Error>> {
+        Box::pin(async move {
+            let (status, headers, body) = send(&self.state, req?, self.timeout).await?;
+            if status.is_success() {
+                parse_token_response(&body, SystemTime::now())
+            } else {
+                Err(map_error(status, &headers, &body))
+            }
+        })
     }
 }
 
+/// Sends `req` to the fake in memory with `timeout` over the whole exchange, as the real
+/// credentials' `send_raw` does; returns status, headers and body.
 async fn send(
     state: &State,
     req: Request<Bytes>,
@@ -87,21 +106,17 @@ fn request_for(
 ///
 /// Get one with [`FakeIdentityProvider::credential`](super::super::FakeIdentityProvider::credential).
 pub struct FakeClientSecretCredential {
-    state: Arc<State>,
-    authority: String,
+    endpoint: FakeEndpoint,
     tenant: String,
     client_id: String,
-    timeout: Duration,
 }
 
 impl FakeClientSecretCredential {
     pub(crate) fn new(state: Arc<State>, authority: String, tenant: &str, client_id: &str) -> Self {
         FakeClientSecretCredential {
-            state,
-            authority,
+            endpoint: FakeEndpoint::new(state, authority),
             tenant: tenant.to_owned(),
             client_id: client_id.to_owned(),
-            timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -109,13 +124,16 @@ impl FakeClientSecretCredential {
     /// [`Error::Timeout`] after it.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.endpoint.timeout = timeout;
         self
     }
 
     /// The token URL it posts to.
     pub fn token_url(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant)
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.endpoint.authority, self.tenant
+        )
     }
 }
 
@@ -149,16 +167,12 @@ impl TokenCredential for FakeClientSecretCredential {
         &'a self,
         request: &'a TokenRequest,
     ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(exchange(
-            &self.state,
-            self.request(request),
-            self.timeout,
-            identity_provider_error,
-        ))
+        self.endpoint
+            .exchange(self.request(request), identity_provider_error)
     }
 
     fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new("client_secret", &self.authority)
+        CredentialIdentity::new("client_secret", &self.endpoint.authority)
             .with_source(crate::CredentialKind::ClientSecret)
             .with_tenant(&self.tenant)
             .with_client_id(&self.client_id)
@@ -168,10 +182,10 @@ impl TokenCredential for FakeClientSecretCredential {
 impl fmt::Debug for FakeClientSecretCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FakeClientSecretCredential")
-            .field("authority", &self.authority)
+            .field("authority", &self.endpoint.authority)
             .field("tenant", &self.tenant)
             .field("client_id", &self.client_id)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.endpoint.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -187,26 +201,22 @@ impl fmt::Debug for FakeClientSecretCredential {
 ///
 /// Get one with [`FakeIdentityProvider::imds_credential`](super::super::FakeIdentityProvider::imds_credential).
 pub struct FakeImdsCredential {
-    state: Arc<State>,
-    authority: String,
+    endpoint: FakeEndpoint,
     client_id: Option<String>,
-    timeout: Duration,
 }
 
 impl FakeImdsCredential {
     pub(crate) fn new(state: Arc<State>, authority: String) -> Self {
         FakeImdsCredential {
-            state,
-            authority,
+            endpoint: FakeEndpoint::new(state, authority),
             client_id: None,
-            timeout: DEFAULT_TIMEOUT,
         }
     }
 
     /// The per-attempt timeout (default 10 s).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.endpoint.timeout = timeout;
         self
     }
 
@@ -230,7 +240,7 @@ impl FakeImdsCredential {
         }
         let uri = format!(
             "{}/metadata/identity/oauth2/token?{}",
-            self.authority,
+            self.endpoint.authority,
             query.finish()
         );
         request_for(
@@ -247,16 +257,11 @@ impl TokenCredential for FakeImdsCredential {
         &'a self,
         request: &'a TokenRequest,
     ) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        Box::pin(exchange(
-            &self.state,
-            self.request(request),
-            self.timeout,
-            mi_error,
-        ))
+        self.endpoint.exchange(self.request(request), mi_error)
     }
 
     fn identity(&self) -> CredentialIdentity {
-        let identity = CredentialIdentity::new("managed_identity/imds", &self.authority)
+        let identity = CredentialIdentity::new("managed_identity/imds", &self.endpoint.authority)
             .with_source(crate::CredentialKind::ManagedIdentity);
         match &self.client_id {
             Some(id) => identity.with_client_id(id),
@@ -268,9 +273,9 @@ impl TokenCredential for FakeImdsCredential {
 impl fmt::Debug for FakeImdsCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FakeImdsCredential")
-            .field("authority", &self.authority)
+            .field("authority", &self.endpoint.authority)
             .field("client_id", &self.client_id)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.endpoint.timeout)
             .finish_non_exhaustive()
     }
 }
