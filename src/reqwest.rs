@@ -36,12 +36,26 @@ impl Transport for ReqwestTransport<'_> {
     type Resp = Response;
     type Err = reqwest_middleware::Error;
 
-    fn try_clone(req: &Request) -> Option<Request> {
+    type Copy = Request;
+
+    fn try_copy(req: &Request) -> Option<Request> {
         req.try_clone()
+    }
+
+    fn resend(copy: &Request) -> Option<Request> {
+        copy.try_clone()
+    }
+
+    fn into_request(copy: Request) -> Request {
+        copy
     }
 
     fn origin_key(req: &Request) -> u64 {
         Origin::of_url(req.url()).gate_key()
+    }
+
+    fn copy_origin_key(copy: &Request) -> u64 {
+        Self::origin_key(copy)
     }
 
     fn send(&mut self, req: Request) -> impl Future<Output = Result<Response, Self::Err>> + Send {

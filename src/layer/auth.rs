@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::{try_clone_request, TryCloneBody};
+use super::body::{RequestCopy, TryCloneBody};
 use super::challenge::{challenge, Challenge};
 use super::retry::TowerTransport;
 use crate::origin::{Decision, Origin, TokenOrigins};
@@ -196,7 +196,7 @@ pub(crate) async fn send_with_challenge<T: Transport>(
 ) -> Result<T::Resp, T::Err> {
     // The copy for a resend is taken before the token goes in (the resend carries a new one):
     // a request without headers of its own is then copied without allocating a header map.
-    let backup = if resend { T::try_clone(&req) } else { None };
+    let backup = if resend { T::try_copy(&req) } else { None };
     T::req_headers_mut(&mut req).insert(AUTHORIZATION, token.header_value().clone());
     let result = transport.send(req).await;
     let challenged = matches!(&result, Ok(resp) if T::head(resp).0 == StatusCode::UNAUTHORIZED);
@@ -219,7 +219,7 @@ pub(crate) async fn send_with_challenge<T: Transport>(
 pub(crate) async fn answer_challenge<T: Transport>(
     tokens: &TokenCache,
     transport: &mut T,
-    backup: Option<T::Req>,
+    backup: Option<T::Copy>,
     token: AccessToken,
     result: Result<T::Resp, T::Err>,
     resend: bool,
@@ -233,7 +233,7 @@ pub(crate) async fn answer_challenge<T: Transport>(
     let Some(found) = challenge(headers) else {
         return result;
     };
-    let Some(mut again) = backup else {
+    let Some(again) = backup else {
         if resend {
             tracing::warn!("401 challenge, but the request body cannot be copied: not resent");
         }
@@ -258,6 +258,7 @@ pub(crate) async fn answer_challenge<T: Transport>(
     }
     tracing::info!(challenge = ?ChallengeKind(&found), "401 challenge: resending once with a new token");
     drop(result);
+    let mut again = T::into_request(again);
     T::req_headers_mut(&mut again).insert(AUTHORIZATION, fresh.header_value().clone());
     transport.send(again).await
 }
@@ -349,7 +350,7 @@ where
             // The copy is taken before the token goes in (a resend gets a new one anyway): for a
             // request without headers of its own it then allocates nothing.
             let backup = match self.layer.resend {
-                true => try_clone_request(&req),
+                true => RequestCopy::of(&req),
                 false => None,
             };
             req.headers_mut()
@@ -398,7 +399,7 @@ impl<S: Clone> Auth<S> {
 
 struct Rest<S, B> {
     svc: Option<S>,
-    backup: Option<Request<B>>,
+    backup: Option<RequestCopy<B>>,
     token: AccessToken,
     tokens: TokenCache,
 }

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::origin::Origin;
+
 /// A request body that may be copied so the request can be sent again.
 ///
 /// Buffered bodies return a copy; streaming bodies return `None`, and a request with such a body
@@ -82,22 +84,70 @@ impl TryCloneBody for reqwest::Body {
     }
 }
 
-/// A copy of `req` (method, URI, version, headers, extensions, body), or `None` if the body
-/// cannot be copied.
-pub(crate) fn try_clone_request<B: TryCloneBody>(
-    req: &http::Request<B>,
-) -> Option<http::Request<B>> {
-    let body = req.body().try_clone_body()?;
-    let mut copy = http::Request::new(body);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    // A new request's map is empty and unallocated: copying an empty one would cost more.
-    if !req.headers().is_empty() {
-        *copy.headers_mut() = req.headers().clone();
+/// What a tower layer keeps to send a request again (a retry, a 401 resend): its parts and a
+/// copy of its body. Cheaper than a whole `Request`: a request without headers or extensions of
+/// its own is copied without building (and later dropping) an empty header map.
+pub(crate) struct RequestCopy<B> {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: Option<http::HeaderMap>,
+    extensions: http::Extensions,
+    body: B,
+}
+
+impl<B: TryCloneBody> RequestCopy<B> {
+    /// A copy of `req`, or `None` if its body cannot be copied (rule R6).
+    pub(crate) fn of(req: &http::Request<B>) -> Option<Self> {
+        let body = req.body().try_clone_body()?;
+        Some(RequestCopy {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: (!req.headers().is_empty()).then(|| req.headers().clone()),
+            extensions: if req.extensions().is_empty() {
+                http::Extensions::new()
+            } else {
+                req.extensions().clone()
+            },
+            body,
+        })
     }
-    if !req.extensions().is_empty() {
-        *copy.extensions_mut() = req.extensions().clone();
+
+    /// A request to send, keeping the copy for later attempts.
+    pub(crate) fn to_request(&self) -> Option<http::Request<B>> {
+        let body = self.body.try_clone_body()?;
+        let mut req = http::Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        if let Some(h) = &self.headers {
+            *req.headers_mut() = h.clone();
+        }
+        if !self.extensions.is_empty() {
+            *req.extensions_mut() = self.extensions.clone();
+        }
+        Some(req)
     }
-    Some(copy)
+
+    /// The request to send, using up the copy.
+    pub(crate) fn into_request(self) -> http::Request<B> {
+        let mut req = http::Request::new(self.body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        if let Some(h) = self.headers {
+            *req.headers_mut() = h;
+        }
+        *req.extensions_mut() = self.extensions;
+        req
+    }
+
+    /// The gate key of the request's origin.
+    pub(crate) fn origin_key(&self) -> u64 {
+        match &self.headers {
+            Some(h) => Origin::of_request(&self.uri, h).gate_key(),
+            None => Origin::of_request(&self.uri, &http::HeaderMap::new()).gate_key(),
+        }
+    }
 }

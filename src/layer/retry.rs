@@ -18,7 +18,7 @@ use http::{Extensions, HeaderMap, Request, Response, StatusCode};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use super::body::{try_clone_request, TryCloneBody};
+use super::body::{RequestCopy, TryCloneBody};
 use crate::origin::Origin;
 use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
 use crate::retry::driver::{self, CallCtx, Decision, Progress, RetryPolicy, Transport};
@@ -179,7 +179,7 @@ where
                 },
             };
         }
-        let backup = try_clone_request(&req);
+        let backup = RequestCopy::of(&req);
         // Without a copy, the origin cannot be read later: hash it now.
         let origin_known = gate_may_hold || backup.is_none();
         if origin_known && !gate_may_hold {
@@ -212,7 +212,7 @@ where
 
 struct Rest<S, B, P> {
     transport: TowerTransport<S, B>,
-    backup: Option<Request<B>>,
+    backup: Option<RequestCopy<B>>,
     ctx: CallCtx,
     /// Whether `ctx.origin` is set; if not, it is read from `backup` when an outcome may be
     /// retried (the only time a policy looks at it).
@@ -282,7 +282,7 @@ where
                     }
                     if !rest.origin_known {
                         if let Some(b) = &rest.backup {
-                            rest.ctx.origin = Origin::of_request(b.uri(), b.headers()).gate_key();
+                            rest.ctx.origin = b.origin_key();
                         }
                     }
                     let outcome = driver::outcome::<TowerTransport<S, B>>(&result);
@@ -342,8 +342,22 @@ where
     type Resp = Response<RB>;
     type Err = BoxError;
 
-    fn try_clone(req: &Self::Req) -> Option<Self::Req> {
-        try_clone_request(req)
+    type Copy = RequestCopy<B>;
+
+    fn try_copy(req: &Self::Req) -> Option<Self::Copy> {
+        RequestCopy::of(req)
+    }
+
+    fn resend(copy: &Self::Copy) -> Option<Self::Req> {
+        copy.to_request()
+    }
+
+    fn into_request(copy: Self::Copy) -> Self::Req {
+        copy.into_request()
+    }
+
+    fn copy_origin_key(copy: &Self::Copy) -> u64 {
+        copy.origin_key()
     }
 
     fn origin_key(req: &Self::Req) -> u64 {

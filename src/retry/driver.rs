@@ -107,10 +107,18 @@ pub trait Transport: Send {
     type Resp: Send;
     /// The error type.
     type Err: Send;
+    /// What a call keeps to send the request again.
+    type Copy: Send;
     /// A copy of the request for a retry, or `None` if its body cannot be copied (rule R6).
-    fn try_clone(req: &Self::Req) -> Option<Self::Req>;
+    fn try_copy(req: &Self::Req) -> Option<Self::Copy>;
+    /// A request to send again from a copy, which stays for later attempts.
+    fn resend(copy: &Self::Copy) -> Option<Self::Req>;
+    /// The request to send again, using up the copy.
+    fn into_request(copy: Self::Copy) -> Self::Req;
     /// The gate key of the request's origin.
     fn origin_key(req: &Self::Req) -> u64;
+    /// The gate key of a copy's origin.
+    fn copy_origin_key(copy: &Self::Copy) -> u64;
     /// Sends one attempt.
     fn send(
         &mut self,
@@ -233,7 +241,7 @@ pub async fn run<P: RetryPolicy, T: Transport>(
             }
         }
     }
-    let backup = T::try_clone(&req);
+    let backup = T::try_copy(&req);
     if !gate_may_hold && backup.is_none() {
         ctx.origin = T::origin_key(&req);
     }
@@ -244,7 +252,7 @@ pub async fn run<P: RetryPolicy, T: Transport>(
     }
     if !gate_may_hold {
         if let Some(b) = &backup {
-            ctx.origin = T::origin_key(b);
+            ctx.origin = T::copy_origin_key(b);
         }
     }
     let decision = policy.decide(
@@ -266,7 +274,7 @@ pub async fn resume<P: RetryPolicy, T: Transport>(
     policy: P,
     mut transport: T,
     ctx: CallCtx,
-    mut backup: Option<T::Req>,
+    backup: Option<T::Copy>,
     mut result: Result<T::Resp, T::Err>,
     mut decision: Decision,
 ) -> Result<T::Resp, T::Err> {
@@ -278,13 +286,15 @@ pub async fn resume<P: RetryPolicy, T: Transport>(
             Decision::GiveUp(reason) => return give_up::<P, T>(&policy, result, sent, reason),
             Decision::Retry { until, why } => (until, why),
         };
-        let Some(req) = backup.take() else {
+        let Some(copy) = &backup else {
             return give_up::<P, T>(&policy, result, sent, "request body cannot be cloned");
         };
         if ctx.deadline.is_some_and(|d| until > d) {
             return give_up::<P, T>(&policy, result, sent, "wait would pass the deadline");
         }
-        backup = T::try_clone(&req);
+        let Some(req) = T::resend(copy) else {
+            return give_up::<P, T>(&policy, result, sent, "request body cannot be cloned");
+        };
         let outer = transport.outer_gate(&req);
         let wait = until.saturating_duration_since(Instant::now());
         let status = match &result {
