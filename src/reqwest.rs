@@ -16,7 +16,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::layer::auth::{send_with_challenge, token_for};
 use crate::layer::retry::{
-    mark_of, outer_retry_after_gate, retry_after_outside, RetryAfterMark, Scope, TowerRetryPolicy,
+    outer_retry_after_gate, retry_after_outside, RetryAfterMark, Scope, TowerRetryPolicy,
 };
 use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 use crate::origin::{Decision, Origin};
@@ -131,10 +131,8 @@ impl<F: Future> Future for Marked<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let scope = Scope::enter(this.mark.take());
-        let polled = this.fut.poll(cx);
-        *this.mark = scope.leave();
-        polled
+        let _scope = Scope::enter(*this.mark);
+        this.fut.poll(cx)
     }
 }
 
@@ -159,7 +157,7 @@ fn handle_retry<'a, P: TowerRetryPolicy>(
     // are called and polled from within it (rule R10, and each response retried once).
     Box::pin(Marked::new(
         driver::run(policy.clone(), transport, req, ctx),
-        mark_of(policy),
+        policy.mark(),
     ))
 }
 

@@ -8,7 +8,7 @@ use http::StatusCode;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
-use super::retry::{RetryService, TowerRetryPolicy};
+use super::retry::{RetryAfterMark, RetryService, TowerRetryPolicy, NO_MARK};
 use crate::retry::driver::{CallCtx, Decision, ErrorKind, Outcome, Progress, RetryPolicy};
 use crate::retry::policy::{later, Failure};
 use crate::retry::stats::{Counters, RetryStats};
@@ -272,5 +272,7 @@ impl RetryPolicy for ExpBackoffLayer {
 }
 
 impl TowerRetryPolicy for ExpBackoffLayer {
-    const IS_RETRY_AFTER: bool = false;
+    fn mark(&self) -> RetryAfterMark {
+        NO_MARK
+    }
 }

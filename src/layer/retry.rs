@@ -4,12 +4,13 @@
 //! The first attempt runs inside a hand-written future with no allocation; only when an
 //! outcome must be retried (or the origin is held) does the call move into a boxed future.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -75,15 +76,36 @@ pub(crate) fn tower_ctx<B>(req: &Request<B>, origin: bool) -> CallCtx {
     }
 }
 
-/// The gate a `RetryAfterLayer` shares with the layers inside it: `Some(gate)` for a
-/// `RetryAfterLayer` (`Some(None)` if it holds no origins), `None` for other layers.
-pub(crate) type RetryAfterMark = Option<Option<Arc<ThrottleGate>>>;
+/// What a retry layer puts on the thread while it calls or polls the layers inside it (rule
+/// R10): [`NO_MARK`] for an `ExpBackoffLayer` (it leaves the thread as it is), [`NO_GATE`] for a
+/// `RetryAfterLayer` that holds no origins, otherwise the number of the `RetryAfterLayer`'s
+/// origin gate (see [`register_gate`]). A plain number: setting and reading it costs a few
+/// instructions, and a layer inside looks the gate up only when it is about to retry.
+pub(crate) type RetryAfterMark = u64;
+
+/// No `RetryAfterLayer`.
+pub(crate) const NO_MARK: RetryAfterMark = 0;
+/// A `RetryAfterLayer` that holds no origins.
+pub(crate) const NO_GATE: RetryAfterMark = u64::MAX;
 
 thread_local! {
     /// The innermost `RetryAfterLayer` that is, on this thread, calling or polling the code that
-    /// runs now (the layers inside it run within its `call` and `poll`), with its origin gate
-    /// (rule R10).
-    static RETRY_AFTER: RefCell<RetryAfterMark> = const { RefCell::new(None) };
+    /// runs now (the layers inside it run within its `call` and `poll`).
+    static RETRY_AFTER: Cell<RetryAfterMark> = const { Cell::new(NO_MARK) };
+}
+
+/// The origin gates of the `RetryAfterLayer`s that hold origins, by number (dead ones are
+/// pruned when a new one is registered).
+static GATES: Mutex<Vec<(RetryAfterMark, Weak<ThrottleGate>)>> = Mutex::new(Vec::new());
+static NEXT_GATE: AtomicU64 = AtomicU64::new(1);
+
+/// Numbers `gate` for the thread mark of the `RetryAfterLayer` that owns it.
+pub(crate) fn register_gate(gate: &Arc<ThrottleGate>) -> RetryAfterMark {
+    let number = NEXT_GATE.fetch_add(1, Ordering::Relaxed);
+    let mut gates = GATES.lock().unwrap_or_else(PoisonError::into_inner);
+    gates.retain(|(_, g)| g.strong_count() > 0);
+    gates.push((number, Arc::downgrade(gate)));
+    number
 }
 
 /// How the tower retry layers tell the layers inside them that they are there — without
@@ -97,50 +119,45 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    /// Enters the scope; a `RetryAfterLayer` passes its gate (moved in, handed back by
-    /// [`leave`](Self::leave)).
-    pub(crate) fn enter(retry_after: RetryAfterMark) -> Scope {
-        let prev = retry_after.map(|gate| RETRY_AFTER.with(|r| r.replace(Some(gate))));
+    /// Enters the scope: marks the thread, unless `mark` is [`NO_MARK`].
+    pub(crate) fn enter(mark: RetryAfterMark) -> Scope {
+        let prev = (mark != NO_MARK).then(|| RETRY_AFTER.with(|r| r.replace(mark)));
         Scope { prev }
-    }
-
-    /// Leaves the scope, handing back what `enter` was given.
-    pub(crate) fn leave(mut self) -> RetryAfterMark {
-        match self.prev.take() {
-            Some(prev) => RETRY_AFTER.with(|r| r.replace(prev)),
-            None => None,
-        }
     }
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        if let Some(prev) = self.prev.take() {
-            RETRY_AFTER.with(|r| r.replace(prev));
+        if let Some(prev) = self.prev {
+            RETRY_AFTER.with(|r| r.set(prev));
         }
     }
 }
 
 /// Whether a `RetryAfterLayer` is outside the layer running now.
 pub(crate) fn retry_after_outside() -> bool {
-    RETRY_AFTER.with(|r| r.borrow().is_some())
+    RETRY_AFTER.with(Cell::get) != NO_MARK
 }
 
-/// The origin gate of the innermost `RetryAfterLayer` outside, if any.
+/// The origin gate of the innermost `RetryAfterLayer` outside, if any (looked up: this runs
+/// only before a retry).
 pub(crate) fn outer_retry_after_gate() -> Option<Arc<ThrottleGate>> {
-    RETRY_AFTER.with(|r| r.borrow().clone().flatten())
-}
-
-/// The mark this policy's layer puts on the thread.
-pub(crate) fn mark_of<P: TowerRetryPolicy>(policy: &P) -> RetryAfterMark {
-    P::IS_RETRY_AFTER.then(|| policy.origin_gate().cloned())
+    let mark = RETRY_AFTER.with(Cell::get);
+    if mark == NO_MARK || mark == NO_GATE {
+        return None;
+    }
+    let gates = GATES.lock().unwrap_or_else(PoisonError::into_inner);
+    gates
+        .iter()
+        .find(|(number, _)| *number == mark)
+        .and_then(|(_, gate)| gate.upgrade())
 }
 
 /// Implemented by the two retry layers' policies (sealed: the module is private).
 #[allow(unreachable_pub)]
 pub trait TowerRetryPolicy: RetryPolicy {
-    /// Whether this is the `Retry-After` policy.
-    const IS_RETRY_AFTER: bool;
+    /// The mark this policy's layer puts on the thread.
+    fn mark(&self) -> RetryAfterMark;
 }
 
 impl<S, P, B, RB> Service<Request<B>> for RetryService<S, P>
@@ -175,7 +192,7 @@ where
             return ResponseFuture {
                 state: State::Slow {
                     fut: Box::pin(fut),
-                    mark: mark_of(&self.policy),
+                    mark: self.policy.mark(),
                 },
             };
         }
@@ -187,9 +204,10 @@ where
         }
         // The service `poll_ready` readied takes the request; a clone of it (readied again
         // before use) is kept for retries.
-        let scope = Scope::enter(mark_of(&self.policy));
+        let mark = self.policy.mark();
+        let scope = Scope::enter(mark);
         let fut = self.inner.call(req);
-        let mark = scope.leave();
+        drop(scope);
         let transport = TowerTransport {
             svc: self.inner.clone(),
             _body: PhantomData,
@@ -269,9 +287,9 @@ where
                     let Some(r) = rest.as_mut() else {
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
                     };
-                    let scope = Scope::enter(r.mark.take());
+                    let scope = Scope::enter(r.mark);
                     let polled = fut.poll(cx);
-                    r.mark = scope.leave();
+                    drop(scope);
                     let result = ready!(polled).map_err(Into::into);
                     let Some(mut rest) = rest.take() else {
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
@@ -307,7 +325,7 @@ where
                 }
                 StateProj::Slow { fut, mark } => {
                     // The retries call and poll the inner layers from in here.
-                    let _scope = Scope::enter(mark.clone());
+                    let _scope = Scope::enter(*mark);
                     return fut.as_mut().poll(cx);
                 }
             }

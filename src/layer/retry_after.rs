@@ -8,7 +8,7 @@ use http::StatusCode;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
-use super::retry::{RetryService, TowerRetryPolicy};
+use super::retry::{register_gate, RetryAfterMark, RetryService, TowerRetryPolicy, NO_GATE};
 use crate::retry::driver::{CallCtx, Decision, Outcome, Progress, RetryPolicy};
 use crate::retry::policy::{later, retryable_status, server_wait, DEFAULT_MAX_SERVER_WAIT};
 use crate::retry::stats::{Counters, RetryStats};
@@ -55,6 +55,8 @@ struct Shared {
     max_retries: u32,
     hold_origin: bool,
     gate: Arc<ThrottleGate>,
+    /// What this layer puts on the thread for the layers inside it (its gate's number).
+    mark: RetryAfterMark,
     counters: Arc<Counters>,
 }
 
@@ -156,12 +158,18 @@ impl RetryAfterLayerBuilder {
     }
 
     fn finish(self) -> RetryAfterLayer {
+        let gate = Arc::default();
+        let mark = match self.hold_origin {
+            true => register_gate(&gate),
+            false => NO_GATE,
+        };
         RetryAfterLayer {
             shared: Arc::new(Shared {
                 max_wait: self.max_wait,
                 max_retries: self.max_retries,
                 hold_origin: self.hold_origin,
-                gate: Arc::default(),
+                gate,
+                mark,
                 counters: Arc::default(),
             }),
         }
@@ -192,10 +200,6 @@ impl RetryPolicy for RetryAfterLayer {
 
     fn held_until(&self, ctx: &CallCtx) -> Option<Instant> {
         self.shared.gate.held_until(ctx.origin)
-    }
-
-    fn origin_gate(&self) -> Option<&Arc<ThrottleGate>> {
-        self.shared.hold_origin.then_some(&self.shared.gate)
     }
 
     fn max_wait(&self) -> Duration {
@@ -242,5 +246,7 @@ impl RetryPolicy for RetryAfterLayer {
 }
 
 impl TowerRetryPolicy for RetryAfterLayer {
-    const IS_RETRY_AFTER: bool = true;
+    fn mark(&self) -> RetryAfterMark {
+        self.shared.mark
+    }
 }

@@ -87,10 +87,6 @@ pub trait RetryPolicy: Clone + Send + Sync + 'static {
     fn held_until(&self, _ctx: &CallCtx) -> Option<Instant> {
         None
     }
-    /// The origin gate this policy holds, shared with the layers inside it (rule R10).
-    fn origin_gate(&self) -> Option<&Arc<ThrottleGate>> {
-        None
-    }
     /// The longest hold a call may wait out before failing with `Throttled`.
     fn max_wait(&self) -> Duration;
     /// What to do after attempt number `done.retries + 1`, whose outcome was `seen` at `at`.
