@@ -203,20 +203,18 @@ where
             ctx.origin = Origin::of_request(req.uri(), req.headers()).gate_key();
         }
         // The service `poll_ready` readied takes the request; a clone of it (readied again
-        // before use) is kept for retries.
+        // before use) is kept for retries. The inner future is built in place (a future of
+        // several hundred bytes is not copied once more).
         let mark = self.policy.mark();
-        let scope = Scope::enter(mark);
-        let fut = self.inner.call(req);
-        drop(scope);
-        let transport = TowerTransport {
-            svc: self.inner.clone(),
-            _body: PhantomData,
-        };
+        let _scope = Scope::enter(mark);
         ResponseFuture {
             state: State::First {
-                fut,
+                fut: self.inner.call(req),
                 rest: Some(Rest {
-                    transport,
+                    transport: TowerTransport {
+                        svc: self.inner.clone(),
+                        _body: PhantomData,
+                    },
                     backup,
                     ctx,
                     origin_known,

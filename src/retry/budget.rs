@@ -9,11 +9,13 @@
 //! It keeps the semantics of tower's `TpsBudget` (the Finagle design: ten slots over the window,
 //! deposits counted in the current slot, a reserve of `min_per_sec × window`) without its mutex: the current slot and its start time are one atomic word, and the thread that moves it
 //! on (compare-and-swap) is the one that retires the slots that fell out of the window. A
-//! deposit is a clock read and one or two atomic operations.
+//! deposit is one atomic load and one atomic add: it reads the clock only once the current
+//! slot has ended, which a timer task on the runtime marks (or every time, without a runtime).
+//! A withdrawal always reads the clock.
 
 use std::fmt;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -62,7 +64,7 @@ impl RetryBudget {
 
     /// Records a first attempt (earns retry credit).
     pub fn deposit(&self) {
-        self.inner.put(self.inner.deposit_amount);
+        Account::deposit(&self.inner);
     }
 
     /// Takes credit for one retry; `false` means the budget is spent and the retry must not
@@ -115,6 +117,10 @@ struct Account {
     slot_ns: u64,
     /// Deposits and withdrawals of the current slot.
     writer: AtomicIsize,
+    /// Whether the current slot may have ended, so the next deposit must read the clock: set
+    /// by a timer task at the slot's end (or when that task is dropped unfinished), cleared by
+    /// the deposit that moves the slot on and arms the next timer.
+    due: AtomicBool,
     deposit_amount: isize,
     withdraw_amount: isize,
 }
@@ -144,6 +150,7 @@ impl Account {
             slots: Default::default(),
             slot_ns,
             writer: AtomicIsize::new(0),
+            due: AtomicBool::new(true),
             deposit_amount,
             withdraw_amount,
         }
@@ -196,11 +203,39 @@ impl Account {
             .fold(0, isize::saturating_add)
     }
 
-    fn put(&self, amount: isize) {
-        self.expire();
-        if amount != 0 {
-            self.writer.fetch_add(amount, Ordering::AcqRel);
+    /// Records a first attempt: the clock is read only when the current slot may have ended.
+    fn deposit(this: &Arc<Self>) {
+        if this.due.load(Ordering::Acquire)
+            && this
+                .due
+                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            this.expire();
+            Account::arm(this);
         }
+        if this.deposit_amount != 0 {
+            this.writer.fetch_add(this.deposit_amount, Ordering::AcqRel);
+        }
+    }
+
+    /// Sets `due` again when the current slot ends, by a timer task on the current runtime;
+    /// without a runtime, at once (every deposit then reads the clock).
+    fn arm(this: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            this.due.store(true, Ordering::Release);
+            return;
+        };
+        let since_ns = this.generation.load(Ordering::Acquire) >> INDEX_BITS;
+        let end = this
+            .base
+            .checked_add(Duration::from_nanos(since_ns.saturating_add(this.slot_ns)))
+            .unwrap_or_else(Instant::now);
+        let due = Due(Arc::downgrade(this));
+        rt.spawn(async move {
+            tokio::time::sleep_until(end).await;
+            drop(due);
+        });
     }
 
     fn try_get(&self, amount: isize) -> bool {
@@ -217,6 +252,18 @@ impl Account {
         } else {
             self.writer.fetch_add(amount, Ordering::AcqRel);
             false
+        }
+    }
+}
+
+/// Marks the account's slot as ended when dropped: at the slot's end, or earlier if the timer
+/// task is dropped (its runtime shut down).
+struct Due(Weak<Account>);
+
+impl Drop for Due {
+    fn drop(&mut self) {
+        if let Some(account) = self.0.upgrade() {
+            account.due.store(true, Ordering::Release);
         }
     }
 }
@@ -238,6 +285,27 @@ mod tests {
         }
         // 20 % of 100 requests, plus a floor of 1/s over the 10 s window.
         assert_eq!(granted, 20 + 10);
+    }
+
+    /// A deposit reads the clock only after a timer marked the slot as ended: the requests of
+    /// 5 s ago are in the window 6 s later, those of 11 s ago are not.
+    #[tokio::test(start_paused = true)]
+    async fn r5_deposits_count_in_the_slot_of_their_time_without_a_clock_read_each() {
+        let b = RetryBudget::new(Duration::from_secs(10), 0.2, 0).unwrap();
+        for _ in 0..100 {
+            b.deposit();
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for _ in 0..100 {
+            b.deposit();
+        }
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let mut granted = 0;
+        while b.withdraw() {
+            granted += 1;
+            assert!(granted < 1000);
+        }
+        assert_eq!(granted, 20, "20 % of the 100 requests still in the window");
     }
 
     #[tokio::test(start_paused = true)]
@@ -277,17 +345,19 @@ mod tests {
     /// later.
     #[tokio::test(start_paused = true)]
     async fn r5_budget_slots_slide_like_tower_tps_budget() {
+        // `sleep`, not `advance`: a slot's end is marked by a timer, which `advance` skips over
+        // without running it.
         let b = RetryBudget::new(Duration::from_secs(1), 0.5, 0).unwrap();
         b.deposit();
         b.deposit();
-        tokio::time::advance(Duration::from_millis(901)).await;
+        tokio::time::sleep(Duration::from_millis(901)).await;
         assert!(b.withdraw());
         assert!(!b.withdraw(), "two deposits at 50 % earn one retry");
-        tokio::time::advance(Duration::from_millis(2001)).await;
+        tokio::time::sleep(Duration::from_millis(2001)).await;
         b.deposit();
-        tokio::time::advance(Duration::from_millis(301)).await;
+        tokio::time::sleep(Duration::from_millis(301)).await;
         b.deposit();
-        tokio::time::advance(Duration::from_millis(801)).await;
+        tokio::time::sleep(Duration::from_millis(801)).await;
         b.deposit();
         // The first of the three left the window; the last two earn one retry.
         assert!(b.withdraw());
