@@ -173,7 +173,7 @@ impl ExpBackoffLayerBuilder {
     }
 }
 
-impl<S> Layer<S> for ExpBackoffLayer {
+impl<S: Clone> Layer<S> for ExpBackoffLayer {
     type Service = ExpBackoff<S>;
 
     fn layer(&self, inner: S) -> Self::Service {

@@ -29,17 +29,50 @@ use crate::{BoxError, Error};
 
 /// A retrying service: [`RetryAfter`](crate::layer::RetryAfter) or
 /// [`ExpBackoff`](crate::layer::ExpBackoff), depending on the policy `P`.
-#[derive(Clone)]
 pub struct RetryService<S, P> {
     inner: S,
+    shared: Arc<Shared<S, P>>,
+}
+
+/// What every call of a [`RetryService`] (and of its clones) shares: a call keeps one reference
+/// to it instead of its own clones of the policy and of the whole stack inside.
+struct Shared<S, P> {
     policy: P,
+    /// A clone of the wrapped service, made once; a call that is retried sends through a
+    /// clone of it (readied before use).
+    spare: Mutex<S>,
+}
+
+impl<S: Clone, P> Shared<S, P> {
+    /// A service to send a retry with.
+    fn service(&self) -> S {
+        self.spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl<S: Clone, P> Clone for RetryService<S, P> {
+    fn clone(&self) -> Self {
+        RetryService {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Clone, P> RetryService<S, P> {
+    pub(crate) fn new(inner: S, policy: P) -> Self {
+        let spare = Mutex::new(inner.clone());
+        RetryService {
+            inner,
+            shared: Arc::new(Shared { policy, spare }),
+        }
+    }
 }
 
 impl<S, P> RetryService<S, P> {
-    pub(crate) fn new(inner: S, policy: P) -> Self {
-        RetryService { inner, policy }
-    }
-
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -55,7 +88,7 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for RetryService<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryService")
             .field("inner", &self.inner)
-            .field("policy", &self.policy)
+            .field("policy", &self.shared.policy)
             .finish()
     }
 }
@@ -178,21 +211,22 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let policy = &self.shared.policy;
         // Only a gate that holds some origin now needs this request's origin before it is sent.
-        let gate_may_hold = self.policy.gate_may_hold();
+        let gate_may_hold = policy.gate_may_hold();
         let mut ctx = tower_ctx(&req, gate_may_hold);
-        self.policy.on_call();
-        if gate_may_hold && self.policy.held_until(&ctx).is_some() {
+        policy.on_call();
+        if gate_may_hold && policy.held_until(&ctx).is_some() {
             let clone = self.inner.clone();
             let transport = TowerTransport {
                 svc: std::mem::replace(&mut self.inner, clone),
                 _body: PhantomData,
             };
-            let fut = driver::run(self.policy.clone(), transport, req, ctx);
+            let fut = driver::run(policy.clone(), transport, req, ctx);
             return ResponseFuture {
                 state: State::Slow {
                     fut: Box::pin(fut),
-                    mark: self.policy.mark(),
+                    mark: policy.mark(),
                 },
             };
         }
@@ -202,24 +236,20 @@ where
         if origin_known && !gate_may_hold {
             ctx.origin = Origin::of_request(req.uri(), req.headers()).gate_key();
         }
-        // The service `poll_ready` readied takes the request; a clone of it (readied again
-        // before use) is kept for retries. The inner future is built in place (a future of
-        // several hundred bytes is not copied once more).
-        let mark = self.policy.mark();
+        // The service `poll_ready` readied takes the request; a retry gets a clone of the
+        // spare (readied before use). The inner future is built in place (a future of several
+        // hundred bytes is not copied once more).
+        let mark = policy.mark();
         let _scope = Scope::enter(mark);
         ResponseFuture {
             state: State::First {
                 fut: self.inner.call(req),
                 rest: Some(Rest {
-                    transport: TowerTransport {
-                        svc: self.inner.clone(),
-                        _body: PhantomData,
-                    },
+                    shared: self.shared.clone(),
                     backup,
                     ctx,
                     origin_known,
                     mark,
-                    policy: self.policy.clone(),
                 }),
             },
         }
@@ -227,7 +257,7 @@ where
 }
 
 struct Rest<S, B, P> {
-    transport: TowerTransport<S, B>,
+    shared: Arc<Shared<S, P>>,
     backup: Option<RequestCopy<B>>,
     ctx: CallCtx,
     /// Whether `ctx.origin` is set; if not, it is read from `backup` when an outcome may be
@@ -235,7 +265,6 @@ struct Rest<S, B, P> {
     origin_known: bool,
     /// This layer's mark, put on the thread while it polls the inner future.
     mark: RetryAfterMark,
-    policy: P,
 }
 
 pin_project_lite::pin_project! {
@@ -302,15 +331,18 @@ where
                         }
                     }
                     let outcome = driver::outcome::<TowerTransport<S, B>>(&result);
-                    let decision =
-                        rest.policy
-                            .decide(&rest.ctx, Progress::default(), outcome, Instant::now());
+                    let decision = rest.shared.policy.decide(
+                        &rest.ctx,
+                        Progress::default(),
+                        outcome,
+                        Instant::now(),
+                    );
                     if decision == Decision::Done {
                         return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
                     }
                     let fut = driver::resume(
-                        rest.policy,
-                        rest.transport,
+                        rest.shared.policy.clone(),
+                        TowerTransport::new(rest.shared.service()),
                         rest.ctx,
                         rest.backup,
                         result,

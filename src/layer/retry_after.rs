@@ -176,7 +176,7 @@ impl RetryAfterLayerBuilder {
     }
 }
 
-impl<S> Layer<S> for RetryAfterLayer {
+impl<S: Clone> Layer<S> for RetryAfterLayer {
     type Service = RetryAfter<S>;
 
     fn layer(&self, inner: S) -> Self::Service {

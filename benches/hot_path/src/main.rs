@@ -15,8 +15,8 @@
 //!
 //! Output: one `RESULT` line per variant (JSON), read by `scripts/bench.sh`. Arguments: `b1`,
 //! `b2` or nothing (both). Environment: `B1_ROUNDS` (41), `B1_REQS` (10,000 per round),
-//! `B2_ROUNDS` (31), `B1_ONLY=<text>` (only the B1 variants whose name contains it, no report:
-//! for a profiler), `B1_SIZES=1` (print each stack's future size).
+//! `B2_ROUNDS` (31), `B1_ONLY=<text>` / `B2_ONLY=<text>` (only the variants whose name contains
+//! it, no report: for a profiler), `B1_SIZES=1` (print each stack's future size).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -456,6 +456,12 @@ fn b2() {
             after::four_client(plain.clone(), &tokens_after, &origin),
         ),
     ];
+    let mut variants = variants;
+    // `B2_ONLY=<text>`: only the variants whose name contains it, no report (for a profiler).
+    let only = std::env::var("B2_ONLY").ok();
+    if let Some(only) = &only {
+        variants.retain(|v| v.0.contains(only.as_str()));
+    }
     let rounds = env_usize("B2_ROUNDS", 31);
     let warmup = 2;
     let n = variants.len();
@@ -474,6 +480,9 @@ fn b2() {
                 cpu[i].push(spent_cpu.as_nanos() as f64 / (TASKS * PER_TASK) as f64);
             }
         }
+    }
+    if only.is_some() {
+        return;
     }
     let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
     report("B2", "req/s", &names, &samples, 0, true);
