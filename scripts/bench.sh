@@ -78,6 +78,8 @@ STARTED="$(date -u '+%Y-%m-%d %H:%M UTC')"
 rm -rf "$TARGET_DIR"/criterion/b3_*
 echo "== benches/hot_path (B1, B1s, B2)"
 "$TARGET_DIR/release/hot_path" | tee "$LOGS/hot_path.txt"
+echo "== benches/hot_path parts (the cost of the building blocks)"
+"$TARGET_DIR/release/parts" | tee "$LOGS/parts.txt"
 # Instruction counts (repeatable, unlike times): each B1 variant alone under callgrind; the
 # bare service's count is subtracted in the table.
 : >"$LOGS/callgrind.txt"
@@ -246,6 +248,14 @@ if "bare service_fn" in ir:
         if k in ir:
             ir_rows.append(f"| {k} | {per(k):,.0f} | {per(k) / base_ir:.2f}× |")
 
+# The building blocks, each alone in a loop.
+part_rows = []
+with open(os.path.join(logs, "parts.txt")) as f:
+    for line in f:
+        if line.startswith("PART "):
+            p = json.loads(line[5:])
+            part_rows.append(f"| {p['part']} | {p['ns']:.1f} |")
+
 # B3
 g = "b3_cold_start"
 one, many, empty = (mean_ns(g, x) for x in ("a_one_caller", "b_10000_callers", "c_10000_empty_tasks"))
@@ -320,6 +330,13 @@ variant alone, 80,000 requests; repeatable to a few instructions, unlike times o
 | variant | instructions per request | / static header |
 | --- | --- | --- |
 """ + "\n".join(ir_rows) + f"""
+
+The building blocks, each alone in a loop (`target/release/parts`: thread CPU time per
+operation, median of 9 runs of 2,000,000), to read the figures above by:
+
+| operation | ns |
+| --- | --- |
+""" + "\n".join(part_rows) + f"""
 
 ## B3–B5
 
