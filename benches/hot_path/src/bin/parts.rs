@@ -5,22 +5,15 @@
 //! `scripts/bench.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../cpu.rs"]
+#[allow(dead_code)] // `process_cpu` is for B2
+mod cpu;
+
+use cpu::thread_cpu;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 fn part(name: &str, mut f: impl FnMut()) {
     const N: u32 = 2_000_000;
