@@ -711,6 +711,55 @@ async fn a2_never_loops() {
     assert_eq!(api.seen().len(), 1);
 }
 
+/// The four layers stacked (RetryAfter, ExpBackoff, Auth, Timeout): a 401 `invalid_token` is
+/// resent once by `AuthLayer` (the retry layers leave a 401 alone), and a 503 answering the
+/// resend is retried once, after the back-off, by `ExpBackoffLayer` alone.
+#[tokio::test(start_paused = true)]
+async fn a2_stacked_layers_resend_a_401_once_and_retry_the_503_after_it_once() {
+    let fake = Fake::new([]);
+    let api = Api::default()
+        .then(401, Some(r#"Bearer error="invalid_token""#))
+        .then(503, None)
+        .then(200, None);
+    // A warm cache: the layer takes its hot path.
+    let tokens = cache(&fake);
+    tokens.token().await.unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(resilient_auth::RetryAfterLayer::default())
+        .layer(resilient_auth::ExpBackoffLayer::default())
+        .layer(AuthLayer::new(tokens.clone()))
+        .layer(resilient_auth::TimeoutLayer::new(Duration::from_secs(10)))
+        .service(api.service());
+    let t0 = Instant::now();
+    let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        api.seen(),
+        vec![
+            Some("Bearer token-1".into()),
+            Some("Bearer token-2".into()),
+            Some("Bearer token-2".into())
+        ],
+        "the first request, one resend with the new token, one retry of the 503"
+    );
+    assert!(t0.elapsed() >= Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(fake.calls(), 2);
+
+    // Three 401s: one resend, never more, and no retry layer adds any.
+    let api = Api::default()
+        .then(401, Some(r#"Bearer error="invalid_token""#))
+        .then(401, Some(r#"Bearer error="invalid_token""#))
+        .then(401, Some(r#"Bearer error="invalid_token""#));
+    let svc = ServiceBuilder::new()
+        .layer(resilient_auth::RetryAfterLayer::default())
+        .layer(resilient_auth::ExpBackoffLayer::default())
+        .layer(AuthLayer::new(tokens))
+        .service(api.service());
+    let resp = svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(api.seen().len(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a2_cae_insufficient_claims_fetches_token_with_claims() {
     use base64::Engine;
