@@ -121,6 +121,9 @@ struct Account {
     /// by a timer task at the slot's end (or when that task is dropped unfinished), cleared by
     /// the deposit that moves the slot on and arms the next timer.
     due: AtomicBool,
+    /// Cleared for good when a timer task ended before its time (its runtime shut down, or has
+    /// no timers): every deposit then reads the clock, as without a runtime.
+    timers: AtomicBool,
     deposit_amount: isize,
     withdraw_amount: isize,
 }
@@ -151,6 +154,7 @@ impl Account {
             slot_ns,
             writer: AtomicIsize::new(0),
             due: AtomicBool::new(true),
+            timers: AtomicBool::new(true),
             deposit_amount,
             withdraw_amount,
         }
@@ -220,21 +224,29 @@ impl Account {
     }
 
     /// Sets `due` again when the current slot ends, by a timer task on the current runtime;
-    /// without a runtime, at once (every deposit then reads the clock).
+    /// without a runtime (or after a timer task ended early), at once: every deposit then reads
+    /// the clock.
     fn arm(this: &Arc<Self>) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            this.due.store(true, Ordering::Release);
-            return;
+        let rt = match tokio::runtime::Handle::try_current() {
+            Ok(rt) if this.timers.load(Ordering::Acquire) => rt,
+            _ => {
+                this.due.store(true, Ordering::Release);
+                return;
+            }
         };
         let since_ns = this.generation.load(Ordering::Acquire) >> INDEX_BITS;
         let end = this
             .base
             .checked_add(Duration::from_nanos(since_ns.saturating_add(this.slot_ns)))
             .unwrap_or_else(Instant::now);
-        let due = Due(Arc::downgrade(this));
+        let due = Due {
+            account: Arc::downgrade(this),
+            on_time: false,
+        };
         rt.spawn(async move {
+            let mut due = due; // the whole guard lives in the task
             tokio::time::sleep_until(end).await;
-            drop(due);
+            due.on_time = true;
         });
     }
 
@@ -257,12 +269,19 @@ impl Account {
 }
 
 /// Marks the account's slot as ended when dropped: at the slot's end, or earlier if the timer
-/// task is dropped (its runtime shut down).
-struct Due(Weak<Account>);
+/// task is dropped (its runtime shut down) or panicked (a runtime without timers); then the
+/// account stops using timers.
+struct Due {
+    account: Weak<Account>,
+    on_time: bool,
+}
 
 impl Drop for Due {
     fn drop(&mut self) {
-        if let Some(account) = self.0.upgrade() {
+        if let Some(account) = self.account.upgrade() {
+            if !self.on_time {
+                account.timers.store(false, Ordering::Release);
+            }
             account.due.store(true, Ordering::Release);
         }
     }
@@ -306,6 +325,46 @@ mod tests {
             assert!(granted < 1000);
         }
         assert_eq!(granted, 20, "20 % of the 100 requests still in the window");
+    }
+
+    /// A timer task that ends before its time (its runtime shut down, or one without timers
+    /// panicked) makes the budget read the clock on every deposit from then on, never re-arm
+    /// a timer per deposit; it keeps counting right.
+    #[test]
+    fn r5_a_budget_whose_timer_runtime_is_gone_reads_the_clock_again() {
+        let b = RetryBudget::new(Duration::from_secs(10), 0.2, 0).unwrap();
+        {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(async { b.deposit() });
+            assert!(b.inner.timers.load(Ordering::Acquire));
+        }
+        assert!(
+            !b.inner.timers.load(Ordering::Acquire),
+            "no timers any more"
+        );
+        assert!(
+            b.inner.due.load(Ordering::Acquire),
+            "every deposit reads the clock"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for _ in 0..99 {
+                b.deposit();
+            }
+            assert_eq!(rt.metrics().num_alive_tasks(), 0, "no timer task armed");
+        });
+        let mut granted = 0;
+        while b.withdraw() {
+            granted += 1;
+            assert!(granted < 1000);
+        }
+        assert_eq!(granted, 20, "20 % of 100 requests");
     }
 
     #[tokio::test(start_paused = true)]
