@@ -414,7 +414,10 @@ impl TokenCache {
     /// clock read: a timer task on the runtime the token arrived on clears the flag at the
     /// refresh point (so a runtime too busy to run its timers starts the refresh that much
     /// later; the token is still served only until `expires_at - skew`, checked against the
-    /// clock once the flag is clear). Without a runtime, every call reads the clock.
+    /// clock once the flag is clear). Without a runtime, every call reads the clock. In tests
+    /// with a paused clock, move time with `tokio::time::sleep` rather than
+    /// `tokio::time::advance`: `advance` does not run the timers it passes, so the flag is
+    /// cleared only once the runtime next runs them.
     pub fn cached(&self) -> Option<AccessToken> {
         let entry = &self.inner.default_entry;
         if let Some(token) = entry.fresh_by_flag() {
