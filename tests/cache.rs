@@ -280,6 +280,33 @@ fn t3_a_token_cached_on_a_runtime_that_shut_down_is_still_refreshed() {
     });
 }
 
+/// The flag's timer task is aborted when a newer token replaces the one it flags and when the
+/// cache is dropped: no task outlives what it flags (T11).
+#[test]
+fn t11_the_hot_path_timer_task_ends_with_its_token_and_with_the_cache() {
+    let fake = Fake::new([]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let alive = || rt.metrics().num_alive_tasks();
+    let c = cache(&fake);
+    rt.block_on(async {
+        let first = c.token().await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(alive(), 1, "one timer for the token");
+        // A rejected token is replaced: its timer goes, the new token's comes.
+        c.invalidate(&first);
+        c.token().await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(alive(), 1, "still one timer");
+    });
+    drop(c);
+    rt.block_on(tokio::task::yield_now());
+    assert_eq!(alive(), 0, "no task left once the cache is dropped");
+    assert_eq!(fake.calls(), 2);
+}
+
 // ---------- T4 ----------
 
 #[tokio::test(start_paused = true)]

@@ -110,6 +110,9 @@ struct Entry {
     fresh: AtomicU64,
     /// Numbers the tokens put in `current`.
     installed: AtomicU64,
+    /// The timer task of the token in `current`: aborted when another token goes in and when
+    /// the entry is dropped, so no task outlives what it flags.
+    fresh_timer: Mutex<Option<tokio::task::AbortHandle>>,
     refreshing: AtomicBool,
     inflight: Mutex<Option<(u64, SharedFetch)>>,
     /// Numbers the fetches, so a fetch's guard clears only its own slot.
@@ -141,6 +144,7 @@ impl Entry {
             current: ArcSwapOption::empty(),
             fresh: AtomicU64::new(0),
             installed: AtomicU64::new(0),
+            fresh_timer: Mutex::new(None),
             refreshing: AtomicBool::new(false),
             inflight: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -188,6 +192,10 @@ impl Entry {
             .as_deref()
             .map(|c| c.token.refresh_at().min(c.usable_until));
         let previous = self.current.swap(cached);
+        let mut timer = lock(&self.fresh_timer);
+        if let Some(old) = timer.take() {
+            old.abort();
+        }
         let Some(until) = until else {
             return previous;
         };
@@ -207,10 +215,11 @@ impl Entry {
             entry: Arc::downgrade(self),
             number,
         };
-        rt.spawn(async move {
+        let task = rt.spawn(async move {
             tokio::time::sleep_until(until).await;
             drop(flag);
         });
+        *timer = Some(task.abort_handle());
         previous
     }
 
@@ -225,6 +234,14 @@ impl Entry {
             true
         } else {
             false
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(timer) = lock(&self.fresh_timer).take() {
+            timer.abort();
         }
     }
 }
