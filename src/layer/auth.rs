@@ -186,81 +186,89 @@ impl<S: Clone> Clone for Auth<S> {
 
 /// Attaches `token` to `req` and sends it, and on an actionable 401 challenge fetches the right
 /// token and resends once (shared by both stacks). Only a 401 takes the (boxed) slow path.
-pub(crate) async fn send_with_challenge<T: Transport>(
-    tokens: &TokenCache,
+///
+/// The request is prepared before the `async` block, and this is not an `async fn`: an
+/// `async fn` keeps its arguments twice (see [`driver::run`](crate::retry::driver::run)).
+pub(crate) fn send_with_challenge<'a, T: Transport + 'a>(
+    tokens: &'a TokenCache,
     mut transport: T,
     mut req: T::Req,
     token: AccessToken,
     resend: bool,
     to_err: fn(Error) -> T::Err,
-) -> Result<T::Resp, T::Err> {
+) -> impl Future<Output = Result<T::Resp, T::Err>> + 'a {
     // The copy for a resend is taken before the token goes in (the resend carries a new one):
     // a request without headers of its own is then copied without allocating a header map.
     let backup = if resend { T::try_copy(&req) } else { None };
     T::req_headers_mut(&mut req).insert(AUTHORIZATION, token.header_value().clone());
-    let result = transport.send(req).await;
-    let challenged = matches!(&result, Ok(resp) if T::head(resp).0 == StatusCode::UNAUTHORIZED);
-    if !challenged {
-        return result;
+    async move {
+        let result = transport.send(req).await;
+        let challenged = matches!(&result, Ok(resp) if T::head(resp).0 == StatusCode::UNAUTHORIZED);
+        if !challenged {
+            return result;
+        }
+        Box::pin(answer_challenge(
+            tokens,
+            &mut transport,
+            backup,
+            token,
+            result,
+            resend,
+            to_err,
+        ))
+        .await
     }
-    Box::pin(answer_challenge(
-        tokens,
-        &mut transport,
-        backup,
-        token,
-        result,
-        resend,
-        to_err,
-    ))
-    .await
 }
 
 /// After a 401: reads the challenge, fetches the token it asks for and resends `backup` once.
-pub(crate) async fn answer_challenge<T: Transport>(
-    tokens: &TokenCache,
-    transport: &mut T,
+/// (A function returning an `async` block, for the reason given at [`send_with_challenge`].)
+pub(crate) fn answer_challenge<'a, T: Transport>(
+    tokens: &'a TokenCache,
+    transport: &'a mut T,
     backup: Option<T::Copy>,
     token: AccessToken,
     result: Result<T::Resp, T::Err>,
     resend: bool,
     to_err: fn(Error) -> T::Err,
-) -> Result<T::Resp, T::Err> {
-    let Ok(resp) = &result else { return result };
-    let (status, headers, _) = T::head(resp);
-    if status != StatusCode::UNAUTHORIZED {
-        return result;
+) -> impl Future<Output = Result<T::Resp, T::Err>> + 'a {
+    async move {
+        let Ok(resp) = &result else { return result };
+        let (status, headers, _) = T::head(resp);
+        if status != StatusCode::UNAUTHORIZED {
+            return result;
+        }
+        let Some(found) = challenge(headers) else {
+            return result;
+        };
+        let Some(again) = backup else {
+            if resend {
+                tracing::warn!("401 challenge, but the request body cannot be copied: not resent");
+            }
+            if found == Challenge::InvalidToken {
+                tokens.invalidate(&token);
+            }
+            return result;
+        };
+        let fresh = match &found {
+            Challenge::InvalidToken => {
+                tokens.invalidate(&token);
+                tokens.token().await
+            }
+            Challenge::InsufficientClaims(claims) => tokens.token_with_claims(claims).await,
+        };
+        let fresh = match fresh {
+            Ok(t) => t,
+            Err(e) => return Err(to_err(e)),
+        };
+        if matches!(found, Challenge::InvalidToken) && fresh.same_as(&token) {
+            return result;
+        }
+        tracing::info!(challenge = ?ChallengeKind(&found), "401 challenge: resending once with a new token");
+        drop(result);
+        let mut again = T::into_request(again);
+        T::req_headers_mut(&mut again).insert(AUTHORIZATION, fresh.header_value().clone());
+        transport.send(again).await
     }
-    let Some(found) = challenge(headers) else {
-        return result;
-    };
-    let Some(again) = backup else {
-        if resend {
-            tracing::warn!("401 challenge, but the request body cannot be copied: not resent");
-        }
-        if found == Challenge::InvalidToken {
-            tokens.invalidate(&token);
-        }
-        return result;
-    };
-    let fresh = match &found {
-        Challenge::InvalidToken => {
-            tokens.invalidate(&token);
-            tokens.token().await
-        }
-        Challenge::InsufficientClaims(claims) => tokens.token_with_claims(claims).await,
-    };
-    let fresh = match fresh {
-        Ok(t) => t,
-        Err(e) => return Err(to_err(e)),
-    };
-    if matches!(found, Challenge::InvalidToken) && fresh.same_as(&token) {
-        return result;
-    }
-    tracing::info!(challenge = ?ChallengeKind(&found), "401 challenge: resending once with a new token");
-    drop(result);
-    let mut again = T::into_request(again);
-    T::req_headers_mut(&mut again).insert(AUTHORIZATION, fresh.header_value().clone());
-    transport.send(again).await
 }
 
 /// Without a resend: an `invalid_token` challenge still drops the rejected token.

@@ -412,9 +412,15 @@ where
         Origin::of_request(req.uri(), req.headers()).gate_key()
     }
 
-    async fn send(&mut self, req: Self::Req) -> Result<Self::Resp, Self::Err> {
-        let svc = self.svc.ready().await.map_err(Into::into)?;
-        svc.call(req).await.map_err(Into::into)
+    fn send(
+        &mut self,
+        req: Self::Req,
+    ) -> impl Future<Output = Result<Self::Resp, Self::Err>> + Send {
+        // An `async` block, not an `async fn`: the request is kept once, not twice.
+        async move {
+            let svc = self.svc.ready().await.map_err(Into::into)?;
+            svc.call(req).await.map_err(Into::into)
+        }
     }
 
     fn req_headers_mut(req: &mut Self::Req) -> &mut HeaderMap {

@@ -220,104 +220,113 @@ pub async fn wait_for_gate<P: RetryPolicy>(
 }
 
 /// The whole call: gate, first attempt, then [`resume`].
-pub async fn run<P: RetryPolicy, T: Transport>(
+///
+/// Written as a function returning an `async` block rather than an `async fn`: an `async fn`
+/// keeps each argument twice in its future (rust-lang/rust#62958), which for a reqwest request
+/// pushed the boxed future of each reqwest-middleware call past the allocator's fast-path size.
+pub fn run<P: RetryPolicy, T: Transport>(
     policy: P,
     mut transport: T,
     req: T::Req,
     mut ctx: CallCtx,
-) -> Result<T::Resp, T::Err> {
-    // The origin's key is hashed only when a gate may hold it or an outcome may be retried.
-    let gate_may_hold = policy.gate_may_hold();
-    if gate_may_hold {
-        ctx.origin = T::origin_key(&req);
-        if policy.held_until(&ctx).is_some() {
-            // Rare: the origin is held. Waiting is boxed so the common call's future stays small.
-            if let Err(wait) = Box::pin(wait_for_gate(&policy, &ctx, None)).await {
-                return Err(T::throttled(wait));
+) -> impl Future<Output = Result<T::Resp, T::Err>> {
+    async move {
+        // The origin's key is hashed only when a gate may hold it or an outcome may be retried.
+        let gate_may_hold = policy.gate_may_hold();
+        if gate_may_hold {
+            ctx.origin = T::origin_key(&req);
+            if policy.held_until(&ctx).is_some() {
+                // Rare: the origin is held. Waiting is boxed so the common call's future stays small.
+                if let Err(wait) = Box::pin(wait_for_gate(&policy, &ctx, None)).await {
+                    return Err(T::throttled(wait));
+                }
             }
         }
-    }
-    let backup = T::try_copy(&req);
-    if !gate_may_hold && backup.is_none() {
-        ctx.origin = T::origin_key(&req);
-    }
-    let result = transport.send(req).await;
-    // A status no policy retries is done: no clock read, no decision.
-    if matches!(&result, Ok(resp) if !retryable_status(T::head(resp).0)) {
-        return finish_first::<T>(result);
-    }
-    if !gate_may_hold {
-        if let Some(b) = &backup {
-            ctx.origin = T::copy_origin_key(b);
+        let backup = T::try_copy(&req);
+        if !gate_may_hold && backup.is_none() {
+            ctx.origin = T::origin_key(&req);
         }
+        let result = transport.send(req).await;
+        // A status no policy retries is done: no clock read, no decision.
+        if matches!(&result, Ok(resp) if !retryable_status(T::head(resp).0)) {
+            return finish_first::<T>(result);
+        }
+        if !gate_may_hold {
+            if let Some(b) = &backup {
+                ctx.origin = T::copy_origin_key(b);
+            }
+        }
+        let decision = policy.decide(
+            &ctx,
+            Progress::default(),
+            outcome::<T>(&result),
+            Instant::now(),
+        );
+        if decision == Decision::Done {
+            return finish_first::<T>(result);
+        }
+        // The retry loop is boxed, so the future of every call stays small (a few hundred bytes
+        // instead of over 2 KB): calls that need no retry never pay for the loop's state.
+        Box::pin(resume(policy, transport, ctx, backup, result, decision)).await
     }
-    let decision = policy.decide(
-        &ctx,
-        Progress::default(),
-        outcome::<T>(&result),
-        Instant::now(),
-    );
-    if decision == Decision::Done {
-        return finish_first::<T>(result);
-    }
-    // The retry loop is boxed, so the future of every call stays small (a few hundred bytes
-    // instead of over 2 KB): calls that need no retry never pay for the loop's state.
-    Box::pin(resume(policy, transport, ctx, backup, result, decision)).await
 }
 
 /// Carries on after an attempt whose result and decision are known.
-pub async fn resume<P: RetryPolicy, T: Transport>(
+/// (A function returning an `async` block, for the reason given at [`run`].)
+pub fn resume<P: RetryPolicy, T: Transport>(
     policy: P,
     mut transport: T,
     ctx: CallCtx,
     backup: Option<T::Copy>,
     mut result: Result<T::Resp, T::Err>,
     mut decision: Decision,
-) -> Result<T::Resp, T::Err> {
-    let mut progress = Progress::default();
-    let mut sent = attempts_of::<T>(&result);
-    loop {
-        let (until, why) = match decision {
-            Decision::Done => return finish::<T>(result, sent, false),
-            Decision::GiveUp(reason) => return give_up::<P, T>(&policy, result, sent, reason),
-            Decision::Retry { until, why } => (until, why),
-        };
-        let Some(copy) = &backup else {
-            return give_up::<P, T>(&policy, result, sent, "request body cannot be cloned");
-        };
-        if ctx.deadline.is_some_and(|d| until > d) {
-            return give_up::<P, T>(&policy, result, sent, "wait would pass the deadline");
+) -> impl Future<Output = Result<T::Resp, T::Err>> {
+    async move {
+        let mut progress = Progress::default();
+        let mut sent = attempts_of::<T>(&result);
+        loop {
+            let (until, why) = match decision {
+                Decision::Done => return finish::<T>(result, sent, false),
+                Decision::GiveUp(reason) => return give_up::<P, T>(&policy, result, sent, reason),
+                Decision::Retry { until, why } => (until, why),
+            };
+            let Some(copy) = &backup else {
+                return give_up::<P, T>(&policy, result, sent, "request body cannot be cloned");
+            };
+            if ctx.deadline.is_some_and(|d| until > d) {
+                return give_up::<P, T>(&policy, result, sent, "wait would pass the deadline");
+            }
+            let Some(req) = T::resend(copy) else {
+                return give_up::<P, T>(&policy, result, sent, "request body cannot be cloned");
+            };
+            let outer = transport.outer_gate(&req);
+            let wait = until.saturating_duration_since(Instant::now());
+            let status = match &result {
+                Ok(resp) => Some(T::head(resp).0.as_u16()),
+                Err(_) => None,
+            };
+            drop(result);
+            Counters::bump(&policy.counters().retries);
+            policy.counters().record_wait(wait);
+            tracing::info!(
+                layer = P::NAME,
+                status,
+                why,
+                delay_ms = wait.as_millis() as u64,
+                attempt = progress.retries + 2,
+                "retrying"
+            );
+            let slept_from = Instant::now();
+            tokio::time::sleep_until(until).await;
+            if let Err(wait) = wait_for_gate(&policy, &ctx, outer.as_deref()).await {
+                return Err(T::throttled(wait));
+            }
+            progress.waited = progress.waited.saturating_add(slept_from.elapsed());
+            result = transport.send(req).await;
+            progress.retries += 1;
+            sent = sent.saturating_add(attempts_of::<T>(&result));
+            decision = policy.decide(&ctx, progress, outcome::<T>(&result), Instant::now());
         }
-        let Some(req) = T::resend(copy) else {
-            return give_up::<P, T>(&policy, result, sent, "request body cannot be cloned");
-        };
-        let outer = transport.outer_gate(&req);
-        let wait = until.saturating_duration_since(Instant::now());
-        let status = match &result {
-            Ok(resp) => Some(T::head(resp).0.as_u16()),
-            Err(_) => None,
-        };
-        drop(result);
-        Counters::bump(&policy.counters().retries);
-        policy.counters().record_wait(wait);
-        tracing::info!(
-            layer = P::NAME,
-            status,
-            why,
-            delay_ms = wait.as_millis() as u64,
-            attempt = progress.retries + 2,
-            "retrying"
-        );
-        let slept_from = Instant::now();
-        tokio::time::sleep_until(until).await;
-        if let Err(wait) = wait_for_gate(&policy, &ctx, outer.as_deref()).await {
-            return Err(T::throttled(wait));
-        }
-        progress.waited = progress.waited.saturating_add(slept_from.elapsed());
-        result = transport.send(req).await;
-        progress.retries += 1;
-        sent = sent.saturating_add(attempts_of::<T>(&result));
-        decision = policy.decide(&ctx, progress, outcome::<T>(&result), Instant::now());
     }
 }
 
