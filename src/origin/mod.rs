@@ -238,7 +238,9 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     let bare = bare.strip_suffix('.').unwrap_or(bare);
-    bare.eq_ignore_ascii_case("localhost")
+    // The common spellings first: this runs on every request to a loopback test server.
+    bare == "127.0.0.1"
+        || bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -252,14 +254,17 @@ enum HostPattern {
 }
 
 impl HostPattern {
+    /// Runs on every request: hosts usually arrive in lowercase already (a parsed URL's always
+    /// do), so a plain comparison is tried before the case-insensitive one.
     fn matches(&self, host: &str) -> bool {
+        let same = |a: &[u8], b: &[u8]| a == b || a.eq_ignore_ascii_case(b);
         match self {
-            HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostPattern::Exact(h) => same(h.as_bytes(), host.as_bytes()),
             HostPattern::Subdomains(suffix) => {
                 let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
                 host.len() > suffix.len() + 1
                     && host[host.len() - suffix.len() - 1] == b'.'
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && same(&host[host.len() - suffix.len()..], suffix)
             }
         }
     }
