@@ -222,6 +222,7 @@ pub(crate) fn send_with_challenge<'a, T: Transport + 'a>(
 
 /// After a 401: reads the challenge, fetches the token it asks for and resends `backup` once.
 /// (A function returning an `async` block, for the reason given at [`send_with_challenge`].)
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
 pub(crate) fn answer_challenge<'a, T: Transport>(
     tokens: &'a TokenCache,
     transport: &'a mut T,

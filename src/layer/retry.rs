@@ -412,6 +412,7 @@ where
         Origin::of_request(req.uri(), req.headers()).gate_key()
     }
 
+    #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
     fn send(
         &mut self,
         req: Self::Req,

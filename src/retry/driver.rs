@@ -224,6 +224,7 @@ pub async fn wait_for_gate<P: RetryPolicy>(
 /// Written as a function returning an `async` block rather than an `async fn`: an `async fn`
 /// keeps each argument twice in its future (rust-lang/rust#62958), which for a reqwest request
 /// pushed the boxed future of each reqwest-middleware call past the allocator's fast-path size.
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
 pub fn run<P: RetryPolicy, T: Transport>(
     policy: P,
     mut transport: T,
@@ -273,6 +274,7 @@ pub fn run<P: RetryPolicy, T: Transport>(
 
 /// Carries on after an attempt whose result and decision are known.
 /// (A function returning an `async` block, for the reason given at [`run`].)
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
 pub fn resume<P: RetryPolicy, T: Transport>(
     policy: P,
     mut transport: T,
