@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
 use http::Extensions;
+use reqwest_middleware::{Middleware, Next};
 use resilient_auth::{
     AuthLayer, CredentialIdentity, Error, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer,
     TokenCache, TokenCredential, TokenRequest, TokenResponse,
 };
-use reqwest_middleware::{Middleware, Next};
 
 /// glibc's largest request size served from the per-thread cache (64 bins of 16 bytes).
 const TCACHE_MAX: usize = 1032;
