@@ -95,6 +95,17 @@ if command -v valgrind >/dev/null 2>&1; then
         ir=$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}')
         echo "$v	$ir" >>"$LOGS/callgrind.txt"
     done
+    # B2 the same way: 3 rounds (2 warm-up + 1) of 3,200 requests through each client, client
+    # and loopback server in one process; the static client's count is subtracted in the table.
+    : >"$LOGS/callgrind_b2.txt"
+    for v in "reqwest-middleware, one static Authorization middleware" \
+        "four layers, before" "four layers, after"; do
+        out="$LOGS/callgrind.out"
+        B2_ONLY="$v" B2_ROUNDS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
+            "$TARGET_DIR/release/hot_path" b2 >/dev/null 2>&1
+        ir=$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}')
+        echo "$v	$ir" >>"$LOGS/callgrind_b2.txt"
+    done
 fi
 run() {
     local name=$1
@@ -248,6 +259,21 @@ if "bare service_fn" in ir:
         if k in ir:
             ir_rows.append(f"| {k} | {per(k):,.0f} | {per(k) / base_ir:.2f}× |")
 
+ir2 = {}
+b2_static = "reqwest-middleware, one static Authorization middleware"
+path = os.path.join(logs, "callgrind_b2.txt")
+if os.path.exists(path):
+    with open(path) as f:
+        for line in f:
+            if "\t" in line:
+                k, v = line.rstrip("\n").split("\t")
+                if v:
+                    ir2[k] = int(v)
+if b2_static in ir2:
+    for k in ("four layers, before", "four layers, after"):
+        if k in ir2:
+            ir_rows.append(f"| B2: {k}, beyond the static client (client and server, 9,600 requests) | +{(ir2[k] - ir2[b2_static]) / 9_600:,.0f} | {ir2[k] / ir2[b2_static]:.2f}× |")
+
 # The building blocks, each alone in a loop.
 part_rows = []
 with open(os.path.join(logs, "parts.txt")) as f:
@@ -325,7 +351,9 @@ in brackets; ratios are ratios of medians, with the min–max of the per-round r
 """ + "\n".join(hp_rows) + f"""
 
 Instructions per request beyond the bare `service_fn` (`valgrind --tool=callgrind`, each
-variant alone, 80,000 requests; repeatable to a few instructions, unlike times on shared cores):
+variant alone, 80,000 requests; repeatable to a few instructions, unlike times on shared cores).
+The B2 rows count the whole process (client and loopback server) per request, beyond the
+client with one static header:
 
 | variant | instructions per request | / static header |
 | --- | --- | --- |
