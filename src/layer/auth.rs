@@ -458,15 +458,20 @@ where
             match this.state.as_mut().project() {
                 StateProj::Pass { fut } => return fut.poll(cx).map_err(Into::into),
                 StateProj::First { fut, rest } => {
+                    if rest.is_none() {
+                        return Poll::Ready(Err("ResponseFuture polled after completion".into()));
+                    }
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
                     let needs_resend =
                         matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED);
+                    if !needs_resend {
+                        // Dropped in place: the success path moves nothing out of the future.
+                        *rest = None;
+                        return Poll::Ready(result);
+                    }
                     let Some(rest) = rest.take() else {
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
                     };
-                    if !needs_resend {
-                        return Poll::Ready(result);
-                    }
                     let (Some(backup), Some(svc)) = (rest.backup, rest.svc) else {
                         if let Ok(resp) = &result {
                             forget_rejected(&rest.tokens, &rest.token, resp.headers());

@@ -318,13 +318,15 @@ where
                     let polled = fut.poll(cx);
                     drop(scope);
                     let result = ready!(polled).map_err(Into::into);
+                    // A status no policy retries is done: no clock read, no decision, and the
+                    // rest is dropped in place (the success path moves nothing out).
+                    if matches!(&result, Ok(r) if !retryable_status(r.status())) {
+                        *rest = None;
+                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
+                    }
                     let Some(mut rest) = rest.take() else {
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
                     };
-                    // A status no policy retries is done: no clock read, no decision.
-                    if matches!(&result, Ok(r) if !retryable_status(r.status())) {
-                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
-                    }
                     if !rest.origin_known {
                         if let Some(b) = &rest.backup {
                             rest.ctx.origin = b.origin_key();
