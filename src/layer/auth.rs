@@ -264,7 +264,10 @@ pub(crate) fn answer_challenge<'a, T: Transport>(
         if matches!(found, Challenge::InvalidToken) && fresh.same_as(&token) {
             return result;
         }
-        tracing::info!(challenge = ?ChallengeKind(&found), "401 challenge: resending once with a new token");
+        tracing::info!(
+            challenge = ?ChallengeKind(&found),
+            "401 challenge: resending once with a new token"
+        );
         drop(result);
         let mut again = T::into_request(again);
         T::req_headers_mut(&mut again).insert(AUTHORIZATION, fresh.header_value().clone());

@@ -237,7 +237,8 @@ pub fn run<P: RetryPolicy, T: Transport>(
         if gate_may_hold {
             ctx.origin = T::origin_key(&req);
             if policy.held_until(&ctx).is_some() {
-                // Rare: the origin is held. Waiting is boxed so the common call's future stays small.
+                // Rare: the origin is held. Waiting is boxed so the common call's future stays
+                // small.
                 if let Err(wait) = Box::pin(wait_for_gate(&policy, &ctx, None)).await {
                     return Err(T::throttled(wait));
                 }
