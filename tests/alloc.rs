@@ -3,30 +3,20 @@
 //! 401-resend copy), and all four layers stacked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt};
+use common::FixedToken;
+use futures_util::future::FutureExt;
 use http::{HeaderValue, Request, Response};
 use resilient_auth::{
-    Attempts, AuthLayer, BoxError, CredentialIdentity, Error, ExpBackoffLayer, RetryAfterLayer,
-    TimeoutLayer, TokenCache, TokenCredential, TokenRequest, TokenResponse,
+    Attempts, AuthLayer, BoxError, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, TokenCache,
 };
 use tower::{Layer, Service};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
-
-#[derive(Debug)]
-struct Fixed;
-
-impl TokenCredential for Fixed {
-    fn get_token<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        async { Ok(TokenResponse::new("a-token", Duration::from_secs(3600))) }.boxed()
-    }
-    fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new("fixed", "https://login.microsoftonline.com")
-    }
-}
 
 fn inner() -> impl Service<
     Request<()>,
@@ -58,7 +48,7 @@ fn a1_hot_path_allocates_no_more_than_a_plain_header_insert() {
         .build()
         .unwrap();
     let _enter = rt.enter();
-    let tokens = TokenCache::new(Fixed, ["https://api.test/.default"]);
+    let tokens = TokenCache::new(FixedToken, ["https://api.test/.default"]);
     rt.block_on(tokens.token()).unwrap();
     let static_value = HeaderValue::from_static("Bearer a-token");
 
@@ -109,7 +99,7 @@ fn b1s_four_layers_allocate_only_the_header_insert_and_the_attempt_count() {
         .build()
         .unwrap();
     let _enter = rt.enter();
-    let tokens = TokenCache::new(Fixed, ["https://api.test/.default"]);
+    let tokens = TokenCache::new(FixedToken, ["https://api.test/.default"]);
     rt.block_on(tokens.token()).unwrap();
     let static_value = HeaderValue::from_static("Bearer a-token");
 

@@ -9,31 +9,18 @@
 //! (rust-lang/rust#62958), and a `reqwest::Request` is a few hundred bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt};
+use common::FixedToken;
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
-use resilient_auth::{
-    AuthLayer, CredentialIdentity, Error, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer,
-    TokenCache, TokenCredential, TokenRequest, TokenResponse,
-};
+use resilient_auth::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, TokenCache};
 
 /// glibc's largest request size served from the per-thread cache (64 bins of 16 bytes).
 const TCACHE_MAX: usize = 1032;
-
-#[derive(Debug)]
-struct Fixed;
-
-impl TokenCredential for Fixed {
-    fn get_token<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        async { Ok(TokenResponse::new("a-token", Duration::from_secs(3600))) }.boxed()
-    }
-    fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new("fixed", "https://login.microsoftonline.com")
-    }
-}
 
 type Sizes = Arc<Mutex<Vec<(&'static str, usize)>>>;
 
@@ -84,7 +71,7 @@ fn probe<M>(name: &'static str, inner: M, sizes: &Sizes) -> Probe<M> {
 
 #[tokio::test]
 async fn b2_each_layers_boxed_future_fits_the_allocators_per_thread_cache() {
-    let tokens = TokenCache::new(Fixed, ["https://api.example.com/.default"]);
+    let tokens = TokenCache::new(FixedToken, ["https://api.example.com/.default"]);
     tokens.token().await.unwrap();
     let sizes = Sizes::default();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())

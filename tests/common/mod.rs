@@ -166,3 +166,26 @@ impl Capture {
         CaptureGuard
     }
 }
+
+/// A credential that answers at once with `a-token`, valid for an hour.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FixedToken;
+
+impl resilient_auth::TokenCredential for FixedToken {
+    fn get_token<'a>(
+        &'a self,
+        _: &'a resilient_auth::TokenRequest,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<resilient_auth::TokenResponse, resilient_auth::Error>,
+    > {
+        Box::pin(std::future::ready(Ok(resilient_auth::TokenResponse::new(
+            "a-token",
+            Duration::from_secs(3600),
+        ))))
+    }
+
+    fn identity(&self) -> resilient_auth::CredentialIdentity {
+        resilient_auth::CredentialIdentity::new("fixed", "https://login.microsoftonline.com")
+    }
+}
