@@ -75,7 +75,7 @@ async fn data(State(gw): State<Gateway>) -> Response {
     match gw.downstream.oneshot(req).await {
         Ok(rsp) => {
             let status = rsp.status();
-            let attempts = rsp.extensions().get::<Attempts>().map_or(1, |a| a.0);
+            let attempts = Attempts::of(rsp.extensions());
             let body = rsp.into_body().collect().await.map(|b| b.to_bytes());
             match body {
                 Ok(body) => {

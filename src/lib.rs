@@ -46,7 +46,7 @@
 //!     .with(TimeoutLayer::new(Duration::from_secs(10)))
 //!     .build();
 //! let resp = client.get("https://example.com/api").send().await?;
-//! println!("{} after {:?} attempts", resp.status(), resp.extensions().get::<Attempts>());
+//! println!("{} after {} attempts", resp.status(), Attempts::of(resp.extensions()));
 //! # Ok(())
 //! # }
 //! ```

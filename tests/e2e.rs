@@ -35,7 +35,7 @@ fn client(timeout: Duration) -> ClientWithMiddleware {
 }
 
 fn attempts(resp: &reqwest::Response) -> u32 {
-    resp.extensions().get::<Attempts>().unwrap().0
+    Attempts::of(resp.extensions())
 }
 
 fn crate_error(err: &reqwest_middleware::Error) -> &Error {

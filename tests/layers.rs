@@ -26,7 +26,7 @@ fn no_jitter() -> ExpBackoffLayer {
 }
 
 fn attempts<B>(resp: &http::Response<B>) -> u32 {
-    resp.extensions().get::<Attempts>().unwrap().0
+    Attempts::of(resp.extensions())
 }
 
 fn as_crate_error(err: &resilient_auth::BoxError) -> &Error {
@@ -518,6 +518,33 @@ async fn r7_attempts_in_extensions_and_retries_traced() {
         log.contains("giving up") && log.contains("max retries reached"),
         "{log}"
     );
+}
+
+/// R7 without a cost on the success path: a call answered at once carries no count (its
+/// response's extensions stay empty, so nothing is allocated for it) and reads as one attempt;
+/// a call that was retried carries the total.
+#[tokio::test(start_paused = true)]
+async fn r7_first_attempt_reads_as_one_without_a_stamp_and_retries_carry_the_total() {
+    let script = Script::new([status(200), status(503)]).then_always(status(200));
+    let svc = ServiceBuilder::new()
+        .layer(RetryAfterLayer::default())
+        .layer(no_jitter())
+        .service(script.service());
+    let first = svc
+        .clone()
+        .oneshot(get("https://api.test/a"))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(
+        first.extensions().get::<Attempts>().is_none(),
+        "a first attempt is not stamped"
+    );
+    assert_eq!(attempts(&first), 1);
+    let retried = svc.oneshot(get("https://api.test/a")).await.unwrap();
+    assert_eq!(retried.status(), 200);
+    assert_eq!(retried.extensions().get::<Attempts>(), Some(&Attempts(2)));
+    assert_eq!(script.count(), 3);
 }
 
 #[test]

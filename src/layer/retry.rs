@@ -318,11 +318,12 @@ where
                     let polled = fut.poll(cx);
                     drop(scope);
                     let result = ready!(polled).map_err(Into::into);
-                    // A status no policy retries is done: no clock read, no decision, and the
-                    // rest is dropped in place (the success path moves nothing out).
+                    // A status no policy retries is done: no clock read, no decision, nothing
+                    // stamped (rule R7: one attempt is the absence of a count), and the rest is
+                    // dropped in place (the success path moves nothing out).
                     if matches!(&result, Ok(r) if !retryable_status(r.status())) {
                         *rest = None;
-                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
+                        return Poll::Ready(result);
                     }
                     let Some(mut rest) = rest.take() else {
                         return Poll::Ready(Err("ResponseFuture polled after completion".into()));
@@ -340,7 +341,7 @@ where
                         Instant::now(),
                     );
                     if decision == Decision::Done {
-                        return Poll::Ready(driver::finish_first::<TowerTransport<S, B>>(result));
+                        return Poll::Ready(result);
                     }
                     let fut = driver::resume(
                         rest.shared.policy.clone(),

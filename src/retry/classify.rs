@@ -21,9 +21,29 @@ pub enum ErrorKind {
 /// The number of requests sent on the wire for one call, in the response's extensions (rule R7).
 ///
 /// Each retry layer adds up the attempts of the layers inside it, so the outermost layer's
-/// count is the total. A response without it took one attempt.
+/// count is the total. A response that took one attempt carries none: a count stamped on
+/// every response would cost each call three allocations (a response's extensions map is
+/// empty until something goes in), so the first-attempt path leaves the map alone. Read it
+/// with [`Attempts::of`], which counts a response without it as one attempt.
+///
+/// ```
+/// use resilient_auth::Attempts;
+///
+/// let mut response = http::Response::new(());
+/// assert_eq!(Attempts::of(response.extensions()), 1);
+/// response.extensions_mut().insert(Attempts(3));
+/// assert_eq!(Attempts::of(response.extensions()), 3);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempts(pub u32);
+
+impl Attempts {
+    /// The attempt count of a response, from its extensions: the stamped count, or 1 if
+    /// there is none.
+    pub fn of(extensions: &http::Extensions) -> u32 {
+        extensions.get::<Attempts>().map_or(1, |a| a.0)
+    }
+}
 
 /// A per-call deadline, in the request's extensions. Retry layers never start a wait that would
 /// end after it: they give up at once (a held request fails with

@@ -151,34 +151,28 @@ pub fn outcome<T: Transport>(result: &Result<T::Resp, T::Err>) -> Outcome<'_> {
 
 fn attempts_of<T: Transport>(result: &Result<T::Resp, T::Err>) -> u32 {
     match result {
-        Ok(resp) => T::head(resp).2.get::<Attempts>().map_or(1, |a| a.0),
+        Ok(resp) => Attempts::of(T::head(resp).2),
         Err(_) => 1,
     }
 }
 
-/// Stamps the attempt count (and the give-up mark) on a final result.
+/// Stamps the attempt count (and the give-up mark) on a final result. A count of one is not
+/// stamped: [`Attempts::of`] reads its absence as one, and leaving the response's extensions
+/// empty keeps the first-attempt path free of allocations (rule R7).
 pub fn finish<T: Transport>(
     mut result: Result<T::Resp, T::Err>,
     attempts: u32,
     exhausted: bool,
 ) -> Result<T::Resp, T::Err> {
     if let Ok(resp) = &mut result {
-        let ext = T::extensions_mut(resp);
-        ext.insert(Attempts(attempts));
-        if exhausted {
-            ext.insert(RetryExhausted);
-        }
-    }
-    result
-}
-
-/// The attempt count of a first result that needs no retry (the fast path): one, unless a layer
-/// inside already stamped its own count (then it is left as it is, not stamped again).
-pub fn finish_first<T: Transport>(mut result: Result<T::Resp, T::Err>) -> Result<T::Resp, T::Err> {
-    if let Ok(resp) = &mut result {
-        let ext = T::extensions_mut(resp);
-        if ext.get::<Attempts>().is_none() {
-            ext.insert(Attempts(1));
+        if attempts > 1 || exhausted {
+            let ext = T::extensions_mut(resp);
+            if attempts > 1 {
+                ext.insert(Attempts(attempts));
+            }
+            if exhausted {
+                ext.insert(RetryExhausted);
+            }
         }
     }
     result
@@ -249,9 +243,10 @@ pub fn run<P: RetryPolicy, T: Transport>(
             ctx.origin = T::origin_key(&req);
         }
         let result = transport.send(req).await;
-        // A status no policy retries is done: no clock read, no decision.
+        // A status no policy retries is done: no clock read, no decision, nothing stamped (a
+        // first attempt's count is the absence of one).
         if matches!(&result, Ok(resp) if !retryable_status(T::head(resp).0)) {
-            return finish_first::<T>(result);
+            return result;
         }
         if !gate_may_hold {
             if let Some(b) = &backup {
@@ -265,7 +260,7 @@ pub fn run<P: RetryPolicy, T: Transport>(
             Instant::now(),
         );
         if decision == Decision::Done {
-            return finish_first::<T>(result);
+            return result;
         }
         // The retry loop is boxed, so the future of every call stays small (a few hundred bytes
         // instead of over 2 KB): calls that need no retry never pay for the loop's state.
