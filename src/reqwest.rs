@@ -4,6 +4,7 @@
 //! as `reqwest_middleware::Error::Middleware`; recover them with
 //! `err.downcast_ref::<resilient_auth::Error>()` on the inner `anyhow::Error`.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::layer::auth::{send_with_challenge, token_for};
 use crate::layer::retry::{
-    outer_retry_after_gate, retry_after_outside, RetryAfterMark, Scope, TowerRetryPolicy,
+    outer_retry_after_gate, retry_after_outside, RetryAfterMark, Scope, TowerRetryPolicy, NO_MARK,
 };
 use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 use crate::origin::{Decision, Origin};
@@ -29,33 +30,42 @@ use crate::Error;
 struct ReqwestTransport<'a> {
     next: Next<'a>,
     extensions: &'a mut Extensions,
+    /// Whether a copy of the request is lent to this call (see [`Lend`]).
+    copy: bool,
 }
+
+/// A call's copy of its request: the one lent on this thread while the call's future runs (see
+/// [`Lend`]), read when a resend needs it.
+struct Lent;
 
 impl Transport for ReqwestTransport<'_> {
     type Req = Request;
     type Resp = Response;
     type Err = reqwest_middleware::Error;
 
-    type Copy = Request;
+    type Copy = Lent;
 
-    fn try_copy(req: &Request) -> Option<Request> {
-        req.try_clone()
+    fn try_copy(&mut self, _req: &Request) -> Option<Lent> {
+        // Taken (or found lent by a layer outside) when the middleware was called.
+        std::mem::take(&mut self.copy).then_some(Lent)
     }
 
-    fn resend(copy: &Request) -> Option<Request> {
-        copy.try_clone()
+    fn resend(_copy: &Lent) -> Option<Request> {
+        with_lent(Request::try_clone).flatten()
     }
 
-    fn into_request(copy: Request) -> Request {
-        copy
+    fn into_request(copy: Lent) -> Option<Request> {
+        Self::resend(&copy)
     }
 
     fn origin_key(req: &Request) -> u64 {
         Origin::of_url(req.url()).gate_key()
     }
 
-    fn copy_origin_key(copy: &Request) -> u64 {
-        Self::origin_key(copy)
+    fn copy_origin_key(_copy: &Lent) -> u64 {
+        // The copy is lent whenever this runs (within the call's future); 0, a key no origin
+        // has, only if it were not.
+        with_lent(Self::origin_key).unwrap_or(0)
     }
 
     fn send(&mut self, req: Request) -> impl Future<Output = Result<Response, Self::Err>> + Send {
@@ -110,28 +120,109 @@ fn reqwest_ctx(req: &Request, extensions: &Extensions) -> CallCtx {
     }
 }
 
+// ---- One request copy per call, however many layers are stacked ----
+//
+// `reqwest::Request::try_clone` is the most expensive thing these middlewares do on the success
+// path (over a thousand instructions: it copies the URL and the header map, and gives the copy
+// an extensions map of its own even when it holds nothing). A retry layer and the 401 resend
+// each need a copy, so a stack of three would take three. Instead the outermost of them takes
+// one and lends it, on the thread, while its future runs: the middlewares after it are called
+// and polled from within that future. A layer inside uses the lent copy when the request it was
+// handed is the same request — nothing in between changed it — and takes (and lends) its own
+// otherwise.
+
+thread_local! {
+    /// The request copy lent by the innermost layer that owns one and is running now.
+    static LENT: Cell<Option<Box<Request>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` on the lent copy, if one is lent.
+fn with_lent<R>(f: impl FnOnce(&Request) -> R) -> Option<R> {
+    LENT.with(|cell| {
+        let lent = cell.take();
+        let r = lent.as_deref().map(f);
+        cell.set(lent);
+        r
+    })
+}
+
+/// Whether a resend built from `copy` is `req`: the same method, URL, headers, version,
+/// timeout, and the same body (the same buffer: a copy shares its original's bytes). The
+/// extensions are not visible outside reqwest; between two middlewares only the timeout
+/// (compared) can change them.
+fn same_request(copy: &Request, req: &Request) -> bool {
+    let same_body = match (copy.body(), req.body()) {
+        (None, None) => true,
+        (Some(a), Some(b)) => match (a.as_bytes(), b.as_bytes()) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            _ => false,
+        },
+        _ => false,
+    };
+    same_body
+        && copy.method() == req.method()
+        && copy.version() == req.version()
+        && copy.timeout() == req.timeout()
+        && copy.url() == req.url()
+        && copy.headers() == req.headers()
+}
+
+/// A middleware's copy of its request: whether it has one, and the copy it must lend itself
+/// (`None` when a layer outside lends the same request, or when the body is a stream that
+/// cannot be copied, rule R6).
+fn copy_for(req: &Request) -> (bool, Option<Box<Request>>) {
+    if with_lent(|lent| same_request(lent, req)) == Some(true) {
+        return (true, None);
+    }
+    match req.try_clone() {
+        Some(copy) => (true, Some(Box::new(copy))),
+        None => (false, None),
+    }
+}
+
+/// Lends `slot`'s copy on the thread until dropped (a panic included), then takes it back and
+/// restores what was lent before.
+struct Lend<'a> {
+    slot: &'a mut Option<Box<Request>>,
+    prev: Option<Option<Box<Request>>>,
+}
+
+impl<'a> Lend<'a> {
+    fn enter(slot: &'a mut Option<Box<Request>>) -> Self {
+        let prev = slot
+            .take()
+            .map(|copy| LENT.with(|cell| cell.replace(Some(copy))));
+        Lend { slot, prev }
+    }
+}
+
+impl Drop for Lend<'_> {
+    fn drop(&mut self) {
+        if let Some(prev) = self.prev.take() {
+            *self.slot = LENT.with(|cell| cell.replace(prev));
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// A future polled with a `RetryAfterLayer`'s mark on the thread (the reqwest-middleware
-    /// stack: the middlewares after it are called and polled from within its future).
-    pub(crate) struct Marked<F> {
+    /// A middleware's future, polled with its `RetryAfterLayer` mark on the thread (rule R10,
+    /// and each response retried once) and with its request copy lent (see [`Lend`]): the
+    /// middlewares after it are called and polled from within it.
+    pub(crate) struct Scoped<F> {
         #[pin]
         fut: F,
         mark: RetryAfterMark,
+        lend: Option<Box<Request>>,
     }
 }
 
-impl<F> Marked<F> {
-    pub(crate) fn new(fut: F, mark: RetryAfterMark) -> Self {
-        Marked { fut, mark }
-    }
-}
-
-impl<F: Future> Future for Marked<F> {
+impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _scope = Scope::enter(*this.mark);
+        let _mark = Scope::enter(*this.mark);
+        let _lend = Lend::enter(this.lend);
         this.fut.poll(cx)
     }
 }
@@ -152,13 +243,17 @@ fn handle_retry<'a, P: TowerRetryPolicy>(
 ) -> HandleFuture<'a> {
     let ctx = reqwest_ctx(&req, extensions);
     policy.on_call();
-    let transport = ReqwestTransport { next, extensions };
-    // A `RetryAfterLayer` marks the thread while its future runs: the middlewares after it
-    // are called and polled from within it (rule R10, and each response retried once).
-    Box::pin(Marked::new(
-        driver::run(policy.clone(), transport, req, ctx),
-        policy.mark(),
-    ))
+    let (copy, lend) = copy_for(&req);
+    let transport = ReqwestTransport {
+        next,
+        extensions,
+        copy,
+    };
+    Box::pin(Scoped {
+        fut: driver::run(policy.clone(), transport, req, ctx),
+        mark: policy.mark(),
+        lend,
+    })
 }
 
 impl Middleware for RetryAfterLayer {
@@ -252,27 +347,46 @@ impl Middleware for AuthLayer {
         }
         let tokens = self.tokens();
         let resend = self.resends();
+        let (copy, lend) = if resend {
+            copy_for(&req)
+        } else {
+            (false, None)
+        };
         match tokens.cached() {
             Some(token) => {
-                let transport = ReqwestTransport { next, extensions };
-                Box::pin(send_with_challenge(
-                    tokens,
-                    transport,
-                    req,
-                    token,
-                    resend,
-                    middleware_error,
-                ))
+                let transport = ReqwestTransport {
+                    next,
+                    extensions,
+                    copy,
+                };
+                let fut =
+                    send_with_challenge(tokens, transport, req, token, resend, middleware_error);
+                match lend {
+                    None => Box::pin(fut),
+                    lend => Box::pin(Scoped {
+                        fut,
+                        mark: NO_MARK,
+                        lend,
+                    }),
+                }
             }
             None => {
                 let deadline = extensions.get::<Deadline>().copied();
-                Box::pin(async move {
-                    let token = token_for(tokens, deadline)
-                        .await
-                        .map_err(middleware_error)?;
-                    let transport = ReqwestTransport { next, extensions };
-                    send_with_challenge(tokens, transport, req, token, resend, middleware_error)
-                        .await
+                Box::pin(Scoped {
+                    fut: async move {
+                        let token = token_for(tokens, deadline)
+                            .await
+                            .map_err(middleware_error)?;
+                        let transport = ReqwestTransport {
+                            next,
+                            extensions,
+                            copy,
+                        };
+                        send_with_challenge(tokens, transport, req, token, resend, middleware_error)
+                            .await
+                    },
+                    mark: NO_MARK,
+                    lend,
                 })
             }
         }

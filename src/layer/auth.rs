@@ -18,7 +18,7 @@ use super::challenge::{challenge, Challenge};
 use super::retry::TowerTransport;
 use crate::origin::{Decision, Origin, TokenOrigins};
 use crate::retry::classify::Deadline;
-use crate::retry::driver::Transport;
+use crate::retry::driver::{self, Transport};
 use crate::{AccessToken, BoxError, Error, TokenCache};
 
 /// Attaches `Authorization: Bearer …` from a [`TokenCache`] to the requests that pass through,
@@ -199,7 +199,11 @@ pub(crate) fn send_with_challenge<'a, T: Transport + 'a>(
 ) -> impl Future<Output = Result<T::Resp, T::Err>> + 'a {
     // The copy for a resend is taken before the token goes in (the resend carries a new one):
     // a request without headers of its own is then copied without allocating a header map.
-    let backup = if resend { T::try_copy(&req) } else { None };
+    let backup = if resend {
+        transport.try_copy(&req)
+    } else {
+        None
+    };
     T::req_headers_mut(&mut req).insert(AUTHORIZATION, token.header_value().clone());
     async move {
         let result = transport.send(req).await;
@@ -238,6 +242,7 @@ pub(crate) fn answer_challenge<'a, T: Transport>(
         if status != StatusCode::UNAUTHORIZED {
             return result;
         }
+        let first = driver::attempts_of::<T>(&result);
         let Some(found) = challenge(headers) else {
             return result;
         };
@@ -268,10 +273,16 @@ pub(crate) fn answer_challenge<'a, T: Transport>(
             challenge = ?ChallengeKind(&found),
             "401 challenge: resending once with a new token"
         );
+        let Some(mut again) = T::into_request(again) else {
+            tracing::warn!("401 challenge, but the request copy is gone: not resent");
+            return result;
+        };
         drop(result);
-        let mut again = T::into_request(again);
         T::req_headers_mut(&mut again).insert(AUTHORIZATION, fresh.header_value().clone());
-        transport.send(again).await
+        // The resend is a request on the wire too (rule R7): the count covers both.
+        let resent = transport.send(again).await;
+        let sent = first.saturating_add(driver::attempts_of::<T>(&resent));
+        driver::finish::<T>(resent, sent, false)
     }
 }
 

@@ -395,7 +395,7 @@ where
 
     type Copy = RequestCopy<B>;
 
-    fn try_copy(req: &Self::Req) -> Option<Self::Copy> {
+    fn try_copy(&mut self, req: &Self::Req) -> Option<Self::Copy> {
         RequestCopy::of(req)
     }
 
@@ -403,8 +403,8 @@ where
         copy.to_request()
     }
 
-    fn into_request(copy: Self::Copy) -> Self::Req {
-        copy.into_request()
+    fn into_request(copy: Self::Copy) -> Option<Self::Req> {
+        Some(copy.into_request())
     }
 
     fn copy_origin_key(copy: &Self::Copy) -> u64 {

@@ -106,11 +106,12 @@ pub trait Transport: Send {
     /// What a call keeps to send the request again.
     type Copy: Send;
     /// A copy of the request for a retry, or `None` if its body cannot be copied (rule R6).
-    fn try_copy(req: &Self::Req) -> Option<Self::Copy>;
+    /// Called once per call, before the request is sent.
+    fn try_copy(&mut self, req: &Self::Req) -> Option<Self::Copy>;
     /// A request to send again from a copy, which stays for later attempts.
     fn resend(copy: &Self::Copy) -> Option<Self::Req>;
     /// The request to send again, using up the copy.
-    fn into_request(copy: Self::Copy) -> Self::Req;
+    fn into_request(copy: Self::Copy) -> Option<Self::Req>;
     /// The gate key of the request's origin.
     fn origin_key(req: &Self::Req) -> u64;
     /// The gate key of a copy's origin.
@@ -149,7 +150,8 @@ pub fn outcome<T: Transport>(result: &Result<T::Resp, T::Err>) -> Outcome<'_> {
     }
 }
 
-fn attempts_of<T: Transport>(result: &Result<T::Resp, T::Err>) -> u32 {
+/// The requests a result took: its stamped count, or one.
+pub fn attempts_of<T: Transport>(result: &Result<T::Resp, T::Err>) -> u32 {
     match result {
         Ok(resp) => Attempts::of(T::head(resp).2),
         Err(_) => 1,
@@ -238,7 +240,7 @@ pub fn run<P: RetryPolicy, T: Transport>(
                 }
             }
         }
-        let backup = T::try_copy(&req);
+        let backup = transport.try_copy(&req);
         if !gate_may_hold && backup.is_none() {
             ctx.origin = T::origin_key(&req);
         }
