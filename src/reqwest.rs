@@ -340,7 +340,7 @@ impl Middleware for AuthLayer {
         'life2: 'async_trait,
         Self: 'async_trait,
     {
-        match self.decide(Origin::of_url(req.url()), req.headers()) {
+        match self.decide_url(req.url(), req.headers()) {
             Decision::Refuse(e) => return Box::pin(std::future::ready(Err(middleware_error(e)))),
             Decision::Skip => return next.run(req, extensions),
             Decision::Attach => {}

@@ -794,3 +794,92 @@ async fn x5_reqwest_middleware_sends_the_token_only_to_the_scope_origin() {
     );
     assert_eq!(b.received_requests().await.unwrap().len(), 1, "not sent");
 }
+
+/// Records the `Authorization` header of each request, answering 200 without the network.
+#[derive(Clone, Default)]
+struct AuthSeen(Arc<Mutex<Vec<(String, Option<String>)>>>);
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for AuthSeen {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        _: &mut http::Extensions,
+        _: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let auth = req
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_string());
+        self.0.lock().unwrap().push((req.url().to_string(), auth));
+        Ok(reqwest::Response::from(Response::new("ok")))
+    }
+}
+
+/// On reqwest-middleware the layer remembers the origin it attached the token for first and
+/// decides the next request to it without parsing the URL again. The shortcut holds for that
+/// scheme, host and port only: another port, plain http, another host, a request with its own
+/// `Authorization` — and a copy of the layer given other origins — are decided in full.
+#[tokio::test]
+async fn x5_reqwest_the_remembered_origin_is_exactly_the_one_the_token_went_to() {
+    let layer = AuthLayer::new(tokens("https://api.contoso.com/.default"));
+    let seen = AuthSeen::default();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(layer.clone())
+        .with(seen.clone())
+        .build();
+    for url in [
+        "https://api.contoso.com/a",
+        "https://api.contoso.com/b",
+        "https://api.contoso.com:8443/a",
+        "https://API.contoso.com/c",
+        "https://evil.contoso.com/a",
+        "https://api.contoso.com.evil.net/a",
+    ] {
+        client.get(url).send().await.unwrap();
+    }
+    // Plain http to a host that is not loopback: left without the token.
+    client.get("http://api.contoso.com/a").send().await.unwrap();
+    client
+        .get("https://api.contoso.com/own")
+        .header(AUTHORIZATION, "Basic b3du")
+        .send()
+        .await
+        .unwrap();
+    // A copy of the layer, given other origins, starts with nothing remembered.
+    let other = layer
+        .clone()
+        .allow_origins(["https://other.contoso.com"])
+        .unwrap();
+    let other_client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(other)
+        .with(seen.clone())
+        .build();
+    other_client
+        .get("https://api.contoso.com/a")
+        .send()
+        .await
+        .unwrap();
+    other_client
+        .get("https://other.contoso.com/a")
+        .send()
+        .await
+        .unwrap();
+    let bearer = Some(BEARER.to_string());
+    let expected: Vec<(String, Option<String>)> = vec![
+        ("https://api.contoso.com/a".into(), bearer.clone()),
+        ("https://api.contoso.com/b".into(), bearer.clone()),
+        ("https://api.contoso.com:8443/a".into(), None),
+        ("https://api.contoso.com/c".into(), bearer.clone()),
+        ("https://evil.contoso.com/a".into(), None),
+        ("https://api.contoso.com.evil.net/a".into(), None),
+        ("http://api.contoso.com/a".into(), None),
+        (
+            "https://api.contoso.com/own".into(),
+            Some("Basic b3du".into()),
+        ),
+        ("https://api.contoso.com/a".into(), None),
+        ("https://other.contoso.com/a".into(), bearer.clone()),
+    ];
+    assert_eq!(*seen.0.lock().unwrap(), expected);
+}

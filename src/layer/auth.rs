@@ -51,6 +51,40 @@ pub struct AuthLayer {
     tokens: TokenCache,
     origins: TokenOrigins,
     resend: bool,
+    /// On reqwest-middleware, where the layer is shared and called by reference: the first
+    /// origin the token was attached for (as the URL spells it). A later request to the same
+    /// scheme, host and port is decided without parsing them again — the decision depends only
+    /// on them, on an `Authorization` header already there and on the layer's origins, which
+    /// are fixed once it is built (every setter starts a new, empty cell). The tower service
+    /// keeps the same per service in `Auth::attach_to`.
+    #[cfg(feature = "reqwest")]
+    attached: Arc<std::sync::OnceLock<UrlOrigin>>,
+}
+
+/// A URL's scheme, host and port as written (see `AuthLayer::attached`).
+#[cfg(feature = "reqwest")]
+#[derive(Debug)]
+struct UrlOrigin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+#[cfg(feature = "reqwest")]
+impl UrlOrigin {
+    fn of(url: &reqwest::Url) -> Self {
+        UrlOrigin {
+            scheme: url.scheme().to_owned(),
+            host: url.host_str().unwrap_or("").to_owned(),
+            port: url.port(),
+        }
+    }
+
+    fn is_of(&self, url: &reqwest::Url) -> bool {
+        self.port == url.port()
+            && url.host_str() == Some(self.host.as_str())
+            && self.scheme == url.scheme()
+    }
 }
 
 impl AuthLayer {
@@ -65,6 +99,8 @@ impl AuthLayer {
             tokens,
             origins,
             resend: true,
+            #[cfg(feature = "reqwest")]
+            attached: Arc::default(),
         }
     }
 
@@ -94,6 +130,7 @@ impl AuthLayer {
         S: AsRef<str>,
     {
         self.origins = TokenOrigins::allowed(origins)?;
+        self.forget_attached();
         Ok(self)
     }
 
@@ -104,7 +141,16 @@ impl AuthLayer {
     #[must_use]
     pub fn allow_any_origin(mut self) -> Self {
         self.origins = TokenOrigins::Any;
+        self.forget_attached();
         self
+    }
+
+    /// The origins changed: what was decided for the old ones no longer holds.
+    fn forget_attached(&mut self) {
+        #[cfg(feature = "reqwest")]
+        {
+            self.attached = Arc::default();
+        }
     }
 
     /// Whether the token is restricted to named origins (given or derived from the scopes);
@@ -125,6 +171,23 @@ impl AuthLayer {
     #[cfg(feature = "reqwest")]
     pub(crate) fn resends(&self) -> bool {
         self.resend
+    }
+
+    /// Decides for one reqwest request: at once for the origin the token was attached for
+    /// first (see `attached`), otherwise as [`decide`](Self::decide) does.
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn decide_url(&self, url: &reqwest::Url, headers: &http::HeaderMap) -> Decision {
+        if self.attached.get().is_some_and(|known| known.is_of(url))
+            && !headers.contains_key(AUTHORIZATION)
+        {
+            return Decision::Attach;
+        }
+        let decision = self.decide(Origin::of_url(url), headers);
+        if matches!(decision, Decision::Attach) && self.attached.get().is_none() {
+            // Once per layer: the strings are allocated here only.
+            let _ = self.attached.set(UrlOrigin::of(url));
+        }
+        decision
     }
 
     /// Decides for one request without allocating (this runs on every request, so the same
