@@ -795,9 +795,12 @@ async fn x5_reqwest_middleware_sends_the_token_only_to_the_scope_origin() {
     assert_eq!(b.received_requests().await.unwrap().len(), 1, "not sent");
 }
 
+/// A request's URL and its `Authorization` header, if any.
+type UrlAndAuth = (String, Option<String>);
+
 /// Records the `Authorization` header of each request, answering 200 without the network.
 #[derive(Clone, Default)]
-struct AuthSeen(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct AuthSeen(Arc<Mutex<Vec<UrlAndAuth>>>);
 
 #[async_trait::async_trait]
 impl reqwest_middleware::Middleware for AuthSeen {
@@ -866,7 +869,7 @@ async fn x5_reqwest_the_remembered_origin_is_exactly_the_one_the_token_went_to()
         .await
         .unwrap();
     let bearer = Some(BEARER.to_string());
-    let expected: Vec<(String, Option<String>)> = vec![
+    let expected: Vec<UrlAndAuth> = vec![
         ("https://api.contoso.com/a".into(), bearer.clone()),
         ("https://api.contoso.com/b".into(), bearer.clone()),
         ("https://api.contoso.com:8443/a".into(), None),
