@@ -53,9 +53,12 @@ fn main() {
     part("a loop iteration", || {
         black_box(1);
     });
-    part("HeaderValue clone + drop (the static header's own work)", || {
-        drop(black_box(black_box(&value).clone()));
-    });
+    part(
+        "HeaderValue clone + drop (the static header's own work)",
+        || {
+            drop(black_box(black_box(&value).clone()));
+        },
+    );
     part("Arc clone + drop", || {
         drop(black_box(black_box(&arc).clone()));
     });
@@ -71,12 +74,18 @@ fn main() {
     part("http::Uri clone + drop (in every request copy)", || {
         drop(black_box(black_box(&uri).clone()));
     });
-    part("attempt count into empty response extensions + drop (R7)", || {
-        let mut ext = http::Extensions::new();
-        ext.insert(black_box(1u32));
-        drop(black_box(ext));
-    });
-    part("reqwest::Request::try_clone + drop (B2's request copy)", || {
-        drop(black_box(black_box(&request).try_clone()));
-    });
+    part(
+        "attempt count into empty response extensions + drop (R7; now retried responses only)",
+        || {
+            let mut ext = http::Extensions::new();
+            ext.insert(black_box(1u32));
+            drop(black_box(ext));
+        },
+    );
+    part(
+        "reqwest::Request::try_clone + drop (B2's one request copy per call)",
+        || {
+            drop(black_box(black_box(&request).try_clone()));
+        },
+    );
 }
