@@ -707,6 +707,8 @@ async fn a2_invalid_token_refetches_and_resends_once() {
         vec![Some("Bearer token-1".into()), Some("Bearer token-2".into())]
     );
     assert_eq!(fake.calls(), 2);
+    // R7: the resend is a request on the wire too.
+    assert_eq!(resilient_auth::Attempts::of(resp.extensions()), 2);
 }
 
 #[tokio::test(start_paused = true)]
