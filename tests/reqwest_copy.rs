@@ -299,3 +299,63 @@ async fn a2_the_401_resend_carries_what_a_middleware_in_between_changed() {
     assert_eq!(seen[0], sent("token-1"));
     assert_eq!(seen[1], sent("token-2"));
 }
+
+/// Marks the `x-api-key` header sensitive (its value unchanged), so it stays out of `Debug`
+/// output from here on.
+struct MarkSensitive;
+
+#[async_trait::async_trait]
+impl Middleware for MarkSensitive {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        if let Some(v) = req.headers_mut().get_mut("x-api-key") {
+            v.set_sensitive(true);
+        }
+        next.run(req, extensions).await
+    }
+}
+
+/// Answers 503 once, then 200; records whether `x-api-key` arrived marked sensitive.
+#[derive(Clone, Default)]
+struct SensitiveSeen(Arc<Mutex<Vec<bool>>>);
+
+#[async_trait::async_trait]
+impl Middleware for SensitiveSeen {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        _extensions: &mut Extensions,
+        _next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let mut seen = self.0.lock().unwrap();
+        seen.push(req.headers()["x-api-key"].is_sensitive());
+        let status = if seen.len() == 1 { 503 } else { 200 };
+        Ok(reqwest::Response::from(respond(status, None)))
+    }
+}
+
+/// A middleware between the layers that only marks a header sensitive changes the request too:
+/// the back-off retry keeps the mark (a resend from the outer layer's copy would drop it, and
+/// the value would show in a `Debug` of the request).
+#[tokio::test(start_paused = true)]
+async fn x1_a_retry_keeps_a_sensitive_mark_set_between_the_layers() {
+    let seen = SensitiveSeen::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(RetryAfterLayer::default())
+        .with(MarkSensitive)
+        .with(no_jitter())
+        .with(seen.clone())
+        .build();
+    let resp = client
+        .get("https://api.example.com/items")
+        .header("x-api-key", "k-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(*seen.0.lock().unwrap(), [true, true]);
+}
