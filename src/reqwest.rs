@@ -147,7 +147,8 @@ fn with_lent<R>(f: impl FnOnce(&Request) -> R) -> Option<R> {
 }
 
 /// Whether a resend built from `copy` is `req`: the same method, URL, version, timeout, headers
-/// (values and their sensitive marks, which keep them out of `Debug` output), and the same body
+/// (values and their sensitive marks, which keep them out of `Debug` output; see
+/// [`same_headers`]), and the same body
 /// (the same buffer: a copy shares its original's bytes). The extensions are not visible
 /// outside reqwest; between two middlewares only the timeout (compared) can change them.
 fn same_request(copy: &Request, req: &Request) -> bool {
@@ -164,16 +165,17 @@ fn same_request(copy: &Request, req: &Request) -> bool {
         && copy.version() == req.version()
         && copy.timeout() == req.timeout()
         && copy.url() == req.url()
-        && copy.headers() == req.headers()
-        && same_sensitivity(copy.headers(), req.headers())
+        && same_headers(copy.headers(), req.headers())
 }
 
-/// Whether two equal header maps mark the same values sensitive (compared in order: maps that
-/// list their headers in different orders count as different, and the layer takes its own copy).
-fn same_sensitivity(a: &HeaderMap, b: &HeaderMap) -> bool {
-    a.iter()
-        .zip(b.iter())
-        .all(|((ka, va), (kb, vb))| ka == kb && va.is_sensitive() == vb.is_sensitive())
+/// Whether two header maps hold the same names and values, with the same sensitive marks, in
+/// the same order. Maps that list the same headers in another order count as different (the
+/// layer then takes its own copy): compared in order, no header name is hashed.
+fn same_headers(a: &HeaderMap, b: &HeaderMap) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| {
+            ka == kb && va == vb && va.is_sensitive() == vb.is_sensitive()
+        })
 }
 
 /// A middleware's copy of its request: whether it has one, and the copy it must lend itself
