@@ -14,7 +14,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::FixedToken;
+use common::{Answer, FixedToken};
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 use resilient_auth::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, TokenCache};
@@ -43,21 +43,6 @@ impl<M: Middleware> Middleware for Probe<M> {
         let size = std::mem::size_of_val(&*fut);
         self.sizes.lock().unwrap().push((self.name, size));
         fut.await
-    }
-}
-
-/// Answers every request with 200, without the network.
-struct Answer;
-
-#[async_trait::async_trait]
-impl Middleware for Answer {
-    async fn handle(
-        &self,
-        _req: reqwest::Request,
-        _extensions: &mut Extensions,
-        _next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        Ok(reqwest::Response::from(http::Response::new("ok")))
     }
 }
 

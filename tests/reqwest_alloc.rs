@@ -9,28 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::FixedToken;
+use common::{Answer, FixedToken};
 use http::{Extensions, HeaderValue};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use resilient_auth::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer, TokenCache};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
-
-/// Answers every request with 200, without the network.
-struct Answer;
-
-#[async_trait::async_trait]
-impl Middleware for Answer {
-    async fn handle(
-        &self,
-        _req: reqwest::Request,
-        _extensions: &mut Extensions,
-        _next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        Ok(reqwest::Response::from(http::Response::new("ok")))
-    }
-}
 
 /// The baseline: one middleware that inserts a static header.
 struct StaticAuth(HeaderValue);
