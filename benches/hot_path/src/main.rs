@@ -16,7 +16,8 @@
 //! Output: one `RESULT` line per variant (JSON), read by `scripts/bench.sh`. Arguments: `b1`,
 //! `b2` or nothing (both). Environment: `B1_ROUNDS` (41), `B1_REQS` (10,000 per round),
 //! `B2_ROUNDS` (31), `B1_ONLY=<text>` / `B2_ONLY=<text>` (only the variants whose name contains
-//! it, no report: for a profiler), `B1_SIZES=1` (print each stack's future size).
+//! it, no report: for a profiler), `B1_SIZES=1` (print each stack's future size),
+//! `B1_HEADERS=1` (B1's requests carry three headers of their own).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -312,6 +313,9 @@ fn b1() {
     let per = env_usize("B1_REQS", B1_REQS);
     let warmup = 3;
     let uri: Uri = URI.parse().unwrap();
+    // `B1_HEADERS=1`: requests carry three headers of their own, as most real ones do.
+    let with_headers = std::env::var("B1_HEADERS").is_ok_and(|v| v == "1");
+    let request_id = HeaderValue::from_static("9f2c4a1e-5b7d-4c3e-8a6f-0d1e2f3a4b5c");
     let n = variants.len();
     let mut samples = vec![Vec::new(); n];
     for round in 0..rounds + warmup {
@@ -321,6 +325,12 @@ fn b1() {
                 .map(|_| {
                     let mut req = Request::new(());
                     *req.uri_mut() = uri.clone();
+                    if with_headers {
+                        let h = req.headers_mut();
+                        h.insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
+                        h.insert("x-ms-client-request-id", request_id.clone());
+                        h.insert(http::header::USER_AGENT, HeaderValue::from_static("bench/1.0"));
+                    }
                     req
                 })
                 .collect();
