@@ -138,3 +138,78 @@ fn b1s_four_layers_allocate_no_more_than_the_inner_service_and_the_header_insert
     assert_eq!(stacked, baseline);
     assert_eq!(tokens.stats().idp_requests, 1);
 }
+
+/// A request with headers of its own: its headers are copied once per call, however many of
+/// the layers that may resend it are stacked (issue #14). With values of static bytes the copy
+/// is two blocks (the list and its shared count); with values parsed from strings, the first
+/// copy of each also turns its bytes into shared ones (`bytes` allocates a count for each), and
+/// the four layers still take exactly what `AuthLayer` alone takes. (Each layer copying them
+/// took two blocks more per layer.)
+#[test]
+fn b1s_four_layers_copy_a_requests_headers_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let tokens = TokenCache::new(FixedToken, ["https://api.test/.default"]);
+    rt.block_on(tokens.token()).unwrap();
+    let static_value = HeaderValue::from_static("Bearer a-token");
+    let parsed = || {
+        Request::get("https://api.test/a")
+            .header("accept", "application/json")
+            .header("x-request-id", "9f2c4a1e-5b7d-4c3e")
+            .header("user-agent", "test/1.0")
+            .body(())
+            .unwrap()
+    };
+    let fixed = || {
+        let mut req = Request::get("https://api.test/a").body(()).unwrap();
+        let h = req.headers_mut();
+        h.insert("accept", HeaderValue::from_static("application/json"));
+        h.insert(
+            http::HeaderName::from_static("x-request-id"),
+            HeaderValue::from_static("9f2c4a1e-5b7d-4c3e"),
+        );
+        h.insert("user-agent", HeaderValue::from_static("test/1.0"));
+        req
+    };
+    let mut plain = inner();
+    let mut auth = AuthLayer::new(tokens.clone()).layer(inner());
+    let mut four = RetryAfterLayer::default().layer(
+        ExpBackoffLayer::default().layer(
+            AuthLayer::new(tokens.clone())
+                .layer(TimeoutLayer::new(Duration::from_secs(10)).layer(inner())),
+        ),
+    );
+    for (kind, request) in [
+        ("static", &fixed as &dyn Fn() -> Request<()>),
+        ("parsed", &parsed),
+    ] {
+        let baseline = allocations(|| {
+            let mut req = request();
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, static_value.clone());
+            drop(plain.call(req).now_or_never().unwrap().unwrap());
+        });
+        let alone = allocations(|| drop(auth.call(request()).now_or_never().unwrap().unwrap()));
+        let stacked = allocations(|| drop(four.call(request()).now_or_never().unwrap().unwrap()));
+        println!(
+            "allocations per request with 3 {kind} headers: inner service + header insert {baseline}, AuthLayer {alone}, four layers {stacked}"
+        );
+        if kind == "static" {
+            assert_eq!(alone, baseline + 2, "AuthLayer's copy of the headers");
+        } else {
+            assert!(
+                alone > baseline + 2,
+                "the first copy shares the parsed bytes"
+            );
+        }
+        assert_eq!(
+            stacked, alone,
+            "one copy of the headers for the four layers"
+        );
+    }
+}

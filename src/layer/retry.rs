@@ -19,7 +19,7 @@ use http::{Extensions, HeaderMap, Request, Response, StatusCode};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use super::body::{RequestCopy, TryCloneBody};
+use super::body::{Offering, RequestCopy, TryCloneBody};
 use crate::origin::Origin;
 use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
 use crate::retry::driver::{self, CallCtx, Decision, Progress, RetryPolicy, Transport};
@@ -230,7 +230,10 @@ where
                 },
             };
         }
+        // The layers inside use this copy's headers instead of copying them again while they
+        // are handed the same (see `Offering`).
         let backup = RequestCopy::of(&req);
+        let _offering = Offering::of(&backup, &req);
         // Without a copy, the origin cannot be read later: hash it now.
         let origin_known = gate_may_hold || backup.is_none();
         if origin_known && !gate_may_hold {

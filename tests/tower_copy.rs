@@ -1,0 +1,363 @@
+//! The tower stack copies a request's headers once per call, however many of the layers that
+//! resend are stacked (issue 14): the outermost retry layer offers its copy to the layers inside
+//! it, which keep a reference to it when they were handed the same headers. What the server sees
+//! must not change: every resend is the request that layer was handed — including what a layer
+//! between two of the crate's changed.
+//!
+//! No network: the innermost service plays the server and records each request it gets, on the
+//! paused tokio clock (the back-off waits take no real time).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full};
+use resilient_auth::retry::Backoff;
+use resilient_auth::{
+    Attempts, AuthLayer, BoxError, CredentialIdentity, Error, ExpBackoffLayer, RetryAfterLayer,
+    TimeoutLayer, TokenCache, TokenCredential, TokenRequest, TokenResponse,
+};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+/// A request as the server saw it.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    method: String,
+    uri: String,
+    /// In the order they were sent, with their sensitive marks.
+    headers: Vec<(String, String, bool)>,
+    body: Vec<u8>,
+}
+
+/// Plays the server: answers with the scripted statuses (then 200), recording what it got.
+#[derive(Clone, Default)]
+struct Server {
+    script: Arc<Mutex<Vec<Response<()>>>>,
+    seen: Arc<Mutex<Vec<(Instant, Seen)>>>,
+}
+
+impl Server {
+    fn new(script: Vec<Response<()>>) -> Self {
+        Server {
+            script: Arc::new(Mutex::new(script.into_iter().rev().collect())),
+            seen: Arc::default(),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().map(|(_, s)| s.clone()).collect()
+    }
+
+    fn times(&self, t0: Instant) -> Vec<Duration> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().map(|(t, _)| *t - t0).collect()
+    }
+
+    fn service(
+        &self,
+    ) -> impl Service<
+        Request<Full<Bytes>>,
+        Response = Response<()>,
+        Error = BoxError,
+        Future = BoxFuture<'static, Result<Response<()>, BoxError>>,
+    > + Clone {
+        let server = self.clone();
+        tower::service_fn(move |req: Request<Full<Bytes>>| {
+            let server = server.clone();
+            Box::pin(async move {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| {
+                        let value = v.to_str().unwrap().to_owned();
+                        (k.to_string(), value, v.is_sensitive())
+                    })
+                    .collect();
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.unwrap().to_bytes().to_vec();
+                let seen = Seen {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers,
+                    body,
+                };
+                server.seen.lock().unwrap().push((Instant::now(), seen));
+                let next = server.script.lock().unwrap().pop();
+                Ok::<_, BoxError>(next.unwrap_or_else(|| Response::new(())))
+            }) as BoxFuture<'static, _>
+        })
+    }
+}
+
+fn respond(status: u16, header: Option<(&'static str, &'static str)>) -> Response<()> {
+    let mut b = Response::builder().status(status);
+    if let Some((k, v)) = header {
+        b = b.header(k, v);
+    }
+    b.body(()).unwrap()
+}
+
+fn invalid_token() -> Response<()> {
+    respond(
+        401,
+        Some(("www-authenticate", r#"Bearer error="invalid_token""#)),
+    )
+}
+
+/// A new token on every fetch: `token-1`, `token-2`, …
+#[derive(Debug, Clone, Default)]
+struct Counting(Arc<AtomicUsize>);
+
+impl TokenCredential for Counting {
+    fn get_token<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<TokenResponse, Error>> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(std::future::ready(Ok(TokenResponse::new(
+            format!("token-{n}"),
+            Duration::from_secs(3600),
+        ))))
+    }
+
+    fn identity(&self) -> CredentialIdentity {
+        CredentialIdentity::new("counting", "https://login.microsoftonline.com")
+    }
+}
+
+async fn warm_tokens() -> TokenCache {
+    let tokens = TokenCache::new(Counting::default(), ["https://api.example.com/.default"]);
+    tokens.token().await.unwrap();
+    tokens
+}
+
+fn no_jitter() -> ExpBackoffLayer {
+    ExpBackoffLayer::builder()
+        .backoff(Backoff::builder().jitter(0.0).build().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The caller's request: a POST with three headers and a body.
+fn request() -> Request<Full<Bytes>> {
+    Request::post("https://api.example.com/items?x=1")
+        .header("content-type", "application/json")
+        .header("x-request-id", "abc")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"name":"x"}"#)))
+        .unwrap()
+}
+
+fn header(name: &str, value: &str) -> (String, String, bool) {
+    (name.into(), value.into(), false)
+}
+
+/// A layer between two of the crate's that changes every request it passes on: it replaces the
+/// value of `x-request-id` with another of the same length (the header count stays the same),
+/// numbered per request, and optionally marks `accept` sensitive (its value unchanged).
+#[derive(Clone)]
+struct Rewrite {
+    count: Arc<AtomicUsize>,
+    mark_only: bool,
+}
+
+impl Rewrite {
+    fn new() -> Self {
+        Rewrite {
+            count: Arc::default(),
+            mark_only: false,
+        }
+    }
+
+    fn mark_only() -> Self {
+        Rewrite {
+            count: Arc::default(),
+            mark_only: true,
+        }
+    }
+}
+
+impl<S> Layer<S> for Rewrite {
+    type Service = Rewriting<S>;
+
+    fn layer(&self, inner: S) -> Rewriting<S> {
+        Rewriting {
+            inner,
+            rewrite: self.clone(),
+        }
+    }
+}
+
+/// The service [`Rewrite`] produces.
+#[derive(Clone)]
+struct Rewriting<S> {
+    inner: S,
+    rewrite: Rewrite,
+}
+
+impl<S: Service<Request<Full<Bytes>>>> Service<Request<Full<Bytes>>> for Rewriting<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Full<Bytes>>) -> S::Future {
+        if self.rewrite.mark_only {
+            if let Some(v) = req.headers_mut().get_mut("accept") {
+                v.set_sensitive(true);
+            }
+        } else {
+            let n = self.rewrite.count.fetch_add(1, Ordering::SeqCst) + 1;
+            req.headers_mut().insert(
+                "x-request-id",
+                HeaderValue::try_from(format!("r-{n}")).unwrap(),
+            );
+        }
+        self.inner.call(req)
+    }
+}
+
+/// The four layers with a 503 (back-off retry), a 429 with `Retry-After` (Retry-After retry)
+/// and a 401 `invalid_token` (resend with a new token): each resend is the request the caller
+/// sent — method, URI, headers in order, body — with the current token, at the waits the rules
+/// ask. The inner layers resend from the one copy of the headers the outermost took.
+#[tokio::test(start_paused = true)]
+async fn r2_r3_a2_stacked_tower_layers_resend_the_callers_headers_from_one_copy() {
+    let tokens = warm_tokens().await;
+    let server = Server::new(vec![
+        respond(503, None),
+        respond(429, Some(("retry-after", "2"))),
+        invalid_token(),
+    ]);
+    let svc = RetryAfterLayer::default().layer(
+        no_jitter().layer(
+            AuthLayer::new(tokens.clone())
+                .layer(TimeoutLayer::new(Duration::from_secs(10)).layer(server.service())),
+        ),
+    );
+    let t0 = Instant::now();
+    let resp = svc.oneshot(request()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 4, "{seen:#?}");
+    let expected = |token: &str| Seen {
+        method: "POST".into(),
+        uri: "https://api.example.com/items?x=1".into(),
+        headers: vec![
+            header("content-type", "application/json"),
+            header("x-request-id", "abc"),
+            header("accept", "application/json"),
+            ("authorization".into(), format!("Bearer {token}"), true),
+        ],
+        body: br#"{"name":"x"}"#.to_vec(),
+    };
+    assert_eq!(seen[0], expected("token-1"));
+    assert_eq!(seen[1], expected("token-1"), "the back-off retry");
+    assert_eq!(seen[2], expected("token-1"), "the Retry-After retry");
+    assert_eq!(
+        seen[3],
+        expected("token-2"),
+        "the 401 resend, with the new token"
+    );
+    let at = server.times(t0);
+    assert_eq!(at[1], Duration::from_secs(5), "R3: first back-off 5 s");
+    assert_eq!(
+        at[2] - at[1],
+        Duration::from_secs(2),
+        "R2: the 2 s asked for"
+    );
+    assert_eq!(at[3], at[2], "the 401 resend waits for nothing");
+    assert_eq!(Attempts::of(resp.extensions()), 4);
+}
+
+/// A layer between `RetryAfterLayer` and `ExpBackoffLayer` replaces a header's value with
+/// another of the same length. The back-off retry resends what `ExpBackoffLayer` was handed
+/// (`r-1`), not the caller's headers that `RetryAfterLayer` holds; and the Retry-After retry
+/// goes through the layer again (`r-2`).
+#[tokio::test(start_paused = true)]
+async fn r3_a_tower_retry_resends_the_headers_a_layer_in_between_changed() {
+    let server = Server::new(vec![
+        respond(503, None),
+        respond(429, Some(("retry-after", "1"))),
+    ]);
+    let svc =
+        RetryAfterLayer::default().layer(Rewrite::new().layer(no_jitter().layer(server.service())));
+    let resp = svc.oneshot(request()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    let sent = |id: &str| Seen {
+        method: "POST".into(),
+        uri: "https://api.example.com/items?x=1".into(),
+        headers: vec![
+            header("content-type", "application/json"),
+            header("x-request-id", id),
+            header("accept", "application/json"),
+        ],
+        body: br#"{"name":"x"}"#.to_vec(),
+    };
+    assert_eq!(seen[0], sent("r-1"));
+    assert_eq!(seen[1], sent("r-1"), "the back-off retry resends r-1");
+    assert_eq!(
+        seen[2],
+        sent("r-2"),
+        "the Retry-After retry passes the layer again"
+    );
+}
+
+/// The same with the 401 resend: a layer between a retry layer and `AuthLayer` changes a
+/// header; the resend after a 401 carries the change.
+#[tokio::test(start_paused = true)]
+async fn a2_the_tower_401_resend_carries_the_headers_a_layer_in_between_changed() {
+    let tokens = warm_tokens().await;
+    let server = Server::new(vec![invalid_token()]);
+    let svc = no_jitter()
+        .layer(Rewrite::new().layer(AuthLayer::new(tokens.clone()).layer(server.service())));
+    let resp = svc.oneshot(request()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    let sent = |token: &str| Seen {
+        method: "POST".into(),
+        uri: "https://api.example.com/items?x=1".into(),
+        headers: vec![
+            header("content-type", "application/json"),
+            header("x-request-id", "r-1"),
+            header("accept", "application/json"),
+            ("authorization".into(), format!("Bearer {token}"), true),
+        ],
+        body: br#"{"name":"x"}"#.to_vec(),
+    };
+    assert_eq!(seen[0], sent("token-1"));
+    assert_eq!(seen[1], sent("token-2"));
+}
+
+/// A layer in between that only marks a header sensitive changes the headers too: the back-off
+/// retry keeps the mark (a resend from the outer layer's copy would drop it, and the value would
+/// show in a `Debug` of the request).
+#[tokio::test(start_paused = true)]
+async fn x1_a_tower_retry_keeps_a_sensitive_mark_set_between_the_layers() {
+    let server = Server::new(vec![respond(503, None)]);
+    let svc = RetryAfterLayer::default()
+        .layer(Rewrite::mark_only().layer(no_jitter().layer(server.service())));
+    let resp = svc.oneshot(request()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    for s in &seen {
+        assert!(
+            s.headers
+                .contains(&("accept".into(), "application/json".into(), true)),
+            "{s:#?}"
+        );
+    }
+}
