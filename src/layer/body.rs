@@ -246,7 +246,8 @@ fn copy_headers(headers: &http::HeaderMap) -> SharedHeaders {
     offered.unwrap_or_else(|| share(headers))
 }
 
-/// While alive, a copy's headers are offered to the layers inside; ends with a panic too.
+/// While alive, a copy's headers are offered to the layers inside; dropped (a panic included),
+/// it restores what was offered before.
 #[must_use]
 pub(crate) struct Offering {
     /// What was offered before, if this replaced it.
@@ -254,8 +255,8 @@ pub(crate) struct Offering {
 }
 
 impl Offering {
-    /// Offers the headers of `copy` (made from `req`) to the layers inside
-    /// while they are called, unless they are offered already (by a layer outside).
+    /// Offers the headers of `copy` (made from `req`) to the layers inside while they are
+    /// called, unless they are offered already (by a layer outside).
     pub(crate) fn of<B>(copy: &Option<RequestCopy<B>>, req: &http::Request<B>) -> Offering {
         let Some(RequestCopy {
             headers: Some(headers),
