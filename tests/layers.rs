@@ -5,24 +5,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{status, with_header, Script, Step};
+use common::{no_jitter, status, with_header, Script, Step};
 use http::{Method, Request};
 use http_body_util::combinators::BoxBody;
 use resilient_auth::layer::TryCloneBody;
-use resilient_auth::retry::{Backoff, RetryBudget};
+use resilient_auth::retry::RetryBudget;
 use resilient_auth::{Attempts, Deadline, Error, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 fn get(uri: &str) -> Request<String> {
     Request::get(uri).body(String::new()).unwrap()
-}
-
-fn no_jitter() -> ExpBackoffLayer {
-    ExpBackoffLayer::builder()
-        .backoff(Backoff::builder().jitter(0.0).build().unwrap())
-        .build()
-        .unwrap()
 }
 
 fn attempts<B>(resp: &http::Response<B>) -> u32 {

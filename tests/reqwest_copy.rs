@@ -13,14 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use common::{counting_tokens, no_jitter};
 use http::Extensions;
 use reqwest_middleware::{ClientBuilder, Middleware, Next};
-use resilient_auth::retry::Backoff;
-use resilient_auth::{
-    Attempts, AuthLayer, CredentialIdentity, Error, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer,
-    TokenCache, TokenCredential, TokenRequest, TokenResponse,
-};
+use resilient_auth::{Attempts, AuthLayer, RetryAfterLayer, TimeoutLayer};
 use tokio::time::Instant;
 
 /// A request as the server saw it.
@@ -99,31 +95,6 @@ fn respond(
     b.body("").unwrap()
 }
 
-/// A new token on every fetch: `token-1`, `token-2`, …
-#[derive(Debug, Clone, Default)]
-struct Counting(Arc<AtomicUsize>);
-
-impl TokenCredential for Counting {
-    fn get_token<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-        Box::pin(std::future::ready(Ok(TokenResponse::new(
-            format!("token-{n}"),
-            Duration::from_secs(3600),
-        ))))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new("counting", "https://login.microsoftonline.com")
-    }
-}
-
-fn no_jitter() -> ExpBackoffLayer {
-    ExpBackoffLayer::builder()
-        .backoff(Backoff::builder().jitter(0.0).build().unwrap())
-        .build()
-        .unwrap()
-}
-
 /// Adds a header and rewrites the body of every request it passes on: a layer between two of
 /// the crate's that changes the request (a signer, a compressor).
 struct Rewrite(AtomicUsize);
@@ -154,8 +125,7 @@ impl Middleware for Rewrite {
 /// sent — method, URL, headers, body — with the current token, sent at the waits the rules ask.
 #[tokio::test(start_paused = true)]
 async fn r2_r3_a2_stacked_reqwest_layers_resend_the_callers_request_from_one_copy() {
-    let tokens = TokenCache::new(Counting::default(), ["https://api.example.com/.default"]);
-    tokens.token().await.unwrap();
+    let tokens = counting_tokens().await;
     let server = Server::new(vec![
         respond(503, None),
         respond(429, Some(("retry-after", "2"))),
@@ -266,8 +236,7 @@ async fn r3_a_retry_resends_the_request_as_a_middleware_in_between_changed_it() 
 /// the request; the resend after a 401 carries the change.
 #[tokio::test(start_paused = true)]
 async fn a2_the_401_resend_carries_what_a_middleware_in_between_changed() {
-    let tokens = TokenCache::new(Counting::default(), ["https://api.example.com/.default"]);
-    tokens.token().await.unwrap();
+    let tokens = counting_tokens().await;
     let server = Server::new(vec![respond(
         401,
         Some(("www-authenticate", r#"Bearer error="invalid_token""#)),

@@ -8,19 +8,18 @@
 //! paused tokio clock (the back-off waits take no real time).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{counting_tokens, no_jitter};
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
-use resilient_auth::retry::Backoff;
-use resilient_auth::{
-    Attempts, AuthLayer, BoxError, CredentialIdentity, Error, ExpBackoffLayer, RetryAfterLayer,
-    TimeoutLayer, TokenCache, TokenCredential, TokenRequest, TokenResponse,
-};
+use resilient_auth::{Attempts, AuthLayer, BoxError, RetryAfterLayer, TimeoutLayer};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -110,37 +109,6 @@ fn invalid_token() -> Response<()> {
     )
 }
 
-/// A new token on every fetch: `token-1`, `token-2`, …
-#[derive(Debug, Clone, Default)]
-struct Counting(Arc<AtomicUsize>);
-
-impl TokenCredential for Counting {
-    fn get_token<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<TokenResponse, Error>> {
-        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-        Box::pin(std::future::ready(Ok(TokenResponse::new(
-            format!("token-{n}"),
-            Duration::from_secs(3600),
-        ))))
-    }
-
-    fn identity(&self) -> CredentialIdentity {
-        CredentialIdentity::new("counting", "https://login.microsoftonline.com")
-    }
-}
-
-async fn warm_tokens() -> TokenCache {
-    let tokens = TokenCache::new(Counting::default(), ["https://api.example.com/.default"]);
-    tokens.token().await.unwrap();
-    tokens
-}
-
-fn no_jitter() -> ExpBackoffLayer {
-    ExpBackoffLayer::builder()
-        .backoff(Backoff::builder().jitter(0.0).build().unwrap())
-        .build()
-        .unwrap()
-}
-
 /// The caller's request: a POST with three headers and a body.
 fn request() -> Request<Full<Bytes>> {
     Request::post("https://api.example.com/items?x=1")
@@ -151,8 +119,24 @@ fn request() -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-fn header(name: &str, value: &str) -> (String, String, bool) {
-    (name.into(), value.into(), false)
+/// The caller's request as the server should see it, with `x-request-id` set to `id` and, if
+/// given, the bearer token (marked sensitive) after the caller's headers.
+fn sent(id: &str, token: Option<&str>) -> Seen {
+    let header = |name: &str, value: &str| (name.to_owned(), value.to_owned(), false);
+    let mut headers = vec![
+        header("content-type", "application/json"),
+        header("x-request-id", id),
+        header("accept", "application/json"),
+    ];
+    if let Some(token) = token {
+        headers.push(("authorization".into(), format!("Bearer {token}"), true));
+    }
+    Seen {
+        method: "POST".into(),
+        uri: "https://api.example.com/items?x=1".into(),
+        headers,
+        body: br#"{"name":"x"}"#.to_vec(),
+    }
 }
 
 /// A layer between two of the crate's that changes every request it passes on: it replaces the
@@ -232,7 +216,7 @@ impl<S: Service<Request<Full<Bytes>>>> Service<Request<Full<Bytes>>> for Rewriti
 /// ask. The inner layers resend from the one copy of the headers the outermost took.
 #[tokio::test(start_paused = true)]
 async fn r2_r3_a2_stacked_tower_layers_resend_the_callers_headers_from_one_copy() {
-    let tokens = warm_tokens().await;
+    let tokens = counting_tokens().await;
     let server = Server::new(vec![
         respond(503, None),
         respond(429, Some(("retry-after", "2"))),
@@ -249,17 +233,7 @@ async fn r2_r3_a2_stacked_tower_layers_resend_the_callers_headers_from_one_copy(
     assert_eq!(resp.status(), 200);
     let seen = server.seen();
     assert_eq!(seen.len(), 4, "{seen:#?}");
-    let expected = |token: &str| Seen {
-        method: "POST".into(),
-        uri: "https://api.example.com/items?x=1".into(),
-        headers: vec![
-            header("content-type", "application/json"),
-            header("x-request-id", "abc"),
-            header("accept", "application/json"),
-            ("authorization".into(), format!("Bearer {token}"), true),
-        ],
-        body: br#"{"name":"x"}"#.to_vec(),
-    };
+    let expected = |token| sent("abc", Some(token));
     assert_eq!(seen[0], expected("token-1"));
     assert_eq!(seen[1], expected("token-1"), "the back-off retry");
     assert_eq!(seen[2], expected("token-1"), "the Retry-After retry");
@@ -295,21 +269,11 @@ async fn r3_a_tower_retry_resends_the_headers_a_layer_in_between_changed() {
     assert_eq!(resp.status(), 200);
     let seen = server.seen();
     assert_eq!(seen.len(), 3, "{seen:#?}");
-    let sent = |id: &str| Seen {
-        method: "POST".into(),
-        uri: "https://api.example.com/items?x=1".into(),
-        headers: vec![
-            header("content-type", "application/json"),
-            header("x-request-id", id),
-            header("accept", "application/json"),
-        ],
-        body: br#"{"name":"x"}"#.to_vec(),
-    };
-    assert_eq!(seen[0], sent("r-1"));
-    assert_eq!(seen[1], sent("r-1"), "the back-off retry resends r-1");
+    assert_eq!(seen[0], sent("r-1", None));
+    assert_eq!(seen[1], sent("r-1", None), "the back-off retry resends r-1");
     assert_eq!(
         seen[2],
-        sent("r-2"),
+        sent("r-2", None),
         "the Retry-After retry passes the layer again"
     );
 }
@@ -318,7 +282,7 @@ async fn r3_a_tower_retry_resends_the_headers_a_layer_in_between_changed() {
 /// header; the resend after a 401 carries the change.
 #[tokio::test(start_paused = true)]
 async fn a2_the_tower_401_resend_carries_the_headers_a_layer_in_between_changed() {
-    let tokens = warm_tokens().await;
+    let tokens = counting_tokens().await;
     let server = Server::new(vec![invalid_token()]);
     let svc = no_jitter()
         .layer(Rewrite::new().layer(AuthLayer::new(tokens.clone()).layer(server.service())));
@@ -326,19 +290,12 @@ async fn a2_the_tower_401_resend_carries_the_headers_a_layer_in_between_changed(
     assert_eq!(resp.status(), 200);
     let seen = server.seen();
     assert_eq!(seen.len(), 2, "{seen:#?}");
-    let sent = |token: &str| Seen {
-        method: "POST".into(),
-        uri: "https://api.example.com/items?x=1".into(),
-        headers: vec![
-            header("content-type", "application/json"),
-            header("x-request-id", "r-1"),
-            header("accept", "application/json"),
-            ("authorization".into(), format!("Bearer {token}"), true),
-        ],
-        body: br#"{"name":"x"}"#.to_vec(),
-    };
-    assert_eq!(seen[0], sent("token-1"));
-    assert_eq!(seen[1], sent("token-2"));
+    assert_eq!(seen[0], sent("r-1", Some("token-1")));
+    assert_eq!(
+        seen[1],
+        sent("r-1", Some("token-2")),
+        "the resend, with the new token"
+    );
 }
 
 /// A layer in between that only marks a header sensitive changes the headers too: the back-off

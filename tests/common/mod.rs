@@ -190,6 +190,51 @@ impl resilient_auth::TokenCredential for FixedToken {
     }
 }
 
+/// A credential that hands out a new token on every fetch: `token-1`, `token-2`, …
+#[derive(Debug, Clone, Default)]
+pub struct Counting(pub Arc<std::sync::atomic::AtomicUsize>);
+
+impl resilient_auth::TokenCredential for Counting {
+    fn get_token<'a>(
+        &'a self,
+        _: &'a resilient_auth::TokenRequest,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<resilient_auth::TokenResponse, resilient_auth::Error>,
+    > {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Box::pin(std::future::ready(Ok(resilient_auth::TokenResponse::new(
+            format!("token-{n}"),
+            Duration::from_secs(3600),
+        ))))
+    }
+
+    fn identity(&self) -> resilient_auth::CredentialIdentity {
+        resilient_auth::CredentialIdentity::new("counting", "https://login.microsoftonline.com")
+    }
+}
+
+/// A cache for `https://api.example.com/.default` over [`Counting`], holding `token-1`.
+pub async fn counting_tokens() -> resilient_auth::TokenCache {
+    let tokens =
+        resilient_auth::TokenCache::new(Counting::default(), ["https://api.example.com/.default"]);
+    tokens.token().await.unwrap();
+    tokens
+}
+
+/// `ExpBackoffLayer` with its default waits exactly (no jitter): 5 s, 10 s, …
+pub fn no_jitter() -> resilient_auth::ExpBackoffLayer {
+    resilient_auth::ExpBackoffLayer::builder()
+        .backoff(
+            resilient_auth::retry::Backoff::builder()
+                .jitter(0.0)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
 /// A last reqwest-middleware middleware that answers every request with 200, without the
 /// network.
 #[cfg(feature = "reqwest")]
