@@ -45,60 +45,62 @@ fn allocations(mut f: impl FnMut()) -> u64 {
         .unwrap_or(0)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+/// Runs `test` alone (dhat counts the whole process), under dhat, inside a runtime, with a cache
+/// that holds a token and the static header value of the baselines.
+fn measured(test: impl FnOnce(&TokenCache, &HeaderValue)) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .unwrap()
-}
-
-/// A cache holding a token (fetched on `rt`).
-fn warm_cache(rt: &tokio::runtime::Runtime) -> TokenCache {
+        .unwrap();
+    let _enter = rt.enter();
     let tokens = TokenCache::new(FixedToken, ["https://api.test/.default"]);
     rt.block_on(tokens.token()).unwrap();
-    tokens
+    test(&tokens, &HeaderValue::from_static("Bearer a-token"));
+}
+
+/// The baseline: heap blocks per request from the inner service with a static header inserted.
+fn header_insert(value: &HeaderValue, request: impl Fn() -> Request<()>) -> u64 {
+    let mut plain = inner();
+    allocations(|| {
+        let mut req = request();
+        req.headers_mut()
+            .insert(http::header::AUTHORIZATION, value.clone());
+        drop(plain.call(req).now_or_never().unwrap().unwrap());
+    })
 }
 
 #[test]
 fn a1_hot_path_allocates_no_more_than_a_plain_header_insert() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let _profiler = dhat::Profiler::builder().testing().build();
-    let rt = runtime();
-    let _enter = rt.enter();
-    let tokens = warm_cache(&rt);
-    let static_value = HeaderValue::from_static("Bearer a-token");
+    measured(|tokens, static_value| {
+        let baseline = header_insert(static_value, || {
+            Request::get("https://api.test/a").body(()).unwrap()
+        });
 
-    let mut plain = inner();
-    let baseline = allocations(|| {
-        let mut req = Request::get("https://api.test/a").body(()).unwrap();
-        req.headers_mut()
-            .insert(http::header::AUTHORIZATION, static_value.clone());
-        let resp = plain.call(req).now_or_never().unwrap().unwrap();
-        drop(resp);
-    });
+        let mut no_copy = AuthLayer::new(tokens.clone())
+            .resend_on_challenge(false)
+            .layer(inner());
+        let auth = allocations(|| {
+            let req = Request::get("https://api.test/a").body(()).unwrap();
+            let resp = no_copy.call(req).now_or_never().unwrap().unwrap();
+            drop(resp);
+        });
 
-    let mut no_copy = AuthLayer::new(tokens.clone())
-        .resend_on_challenge(false)
-        .layer(inner());
-    let auth = allocations(|| {
-        let req = Request::get("https://api.test/a").body(()).unwrap();
-        let resp = no_copy.call(req).now_or_never().unwrap().unwrap();
-        drop(resp);
+        let mut with_copy = AuthLayer::new(tokens.clone()).layer(inner());
+        let auth_resend = allocations(|| {
+            let req = Request::get("https://api.test/a").body(()).unwrap();
+            let resp = with_copy.call(req).now_or_never().unwrap().unwrap();
+            drop(resp);
+        });
+        println!("allocations per request: plain header insert {baseline}, AuthLayer {auth}, AuthLayer with the resend copy {auth_resend}");
+        assert_eq!(auth, baseline, "the cached-token path adds no allocation");
+        assert_eq!(
+            auth_resend, baseline,
+            "the resend copy of a request without headers of its own allocates nothing (it is taken before the token goes in)"
+        );
+        assert_eq!(tokens.stats().idp_requests, 1);
     });
-
-    let mut with_copy = AuthLayer::new(tokens.clone()).layer(inner());
-    let auth_resend = allocations(|| {
-        let req = Request::get("https://api.test/a").body(()).unwrap();
-        let resp = with_copy.call(req).now_or_never().unwrap().unwrap();
-        drop(resp);
-    });
-    println!("allocations per request: plain header insert {baseline}, AuthLayer {auth}, AuthLayer with the resend copy {auth_resend}");
-    assert_eq!(auth, baseline, "the cached-token path adds no allocation");
-    assert_eq!(
-        auth_resend, baseline,
-        "the resend copy of a request without headers of its own allocates nothing (it is taken before the token goes in)"
-    );
-    assert_eq!(tokens.stats().idp_requests, 1);
 }
 
 /// B1s's stack (RetryAfter, ExpBackoff, Auth, Timeout) on the success path allocates the blocks
@@ -107,48 +109,38 @@ fn a1_hot_path_allocates_no_more_than_a_plain_header_insert() {
 /// count), no request marker, no map copied into the request copies, no timer, no boxed future.
 #[test]
 fn b1s_four_layers_allocate_no_more_than_the_inner_service_and_the_header_insert() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let _profiler = dhat::Profiler::builder().testing().build();
-    let rt = runtime();
-    let _enter = rt.enter();
-    let tokens = warm_cache(&rt);
-    let static_value = HeaderValue::from_static("Bearer a-token");
+    measured(|tokens, static_value| {
+        let baseline = header_insert(static_value, || {
+            Request::get("https://api.test/a").body(()).unwrap()
+        });
 
-    let mut plain = inner();
-    let baseline = allocations(|| {
-        let mut req = Request::get("https://api.test/a").body(()).unwrap();
-        req.headers_mut()
-            .insert(http::header::AUTHORIZATION, static_value.clone());
-        let resp = plain.call(req).now_or_never().unwrap().unwrap();
-        drop(resp);
+        let mut four = RetryAfterLayer::default().layer(ExpBackoffLayer::default().layer(
+            AuthLayer::new(tokens.clone()).layer(TimeoutLayer::new(Duration::from_secs(10)).layer(
+                tower::service_fn(|req: Request<()>| {
+                    // The token went in.
+                    let sent = req.headers().contains_key(http::header::AUTHORIZATION);
+                    std::future::ready(if sent {
+                        Ok::<_, BoxError>(Response::new(()))
+                    } else {
+                        Err("no token".into())
+                    })
+                }),
+            )),
+        ));
+        let stacked = allocations(|| {
+            let req = Request::get("https://api.test/a").body(()).unwrap();
+            let resp = four.call(req).now_or_never().unwrap().unwrap();
+            // One attempt, read from the absence of a count (R7): the map was left alone.
+            assert!(resp.extensions().is_empty());
+            assert_eq!(Attempts::of(resp.extensions()), 1);
+            drop(resp);
+        });
+        println!(
+            "allocations per request: inner service + header insert {baseline}, four layers {stacked}"
+        );
+        assert_eq!(stacked, baseline);
+        assert_eq!(tokens.stats().idp_requests, 1);
     });
-
-    let mut four = RetryAfterLayer::default().layer(ExpBackoffLayer::default().layer(
-        AuthLayer::new(tokens.clone()).layer(TimeoutLayer::new(Duration::from_secs(10)).layer(
-            tower::service_fn(|req: Request<()>| {
-                // The token went in.
-                let sent = req.headers().contains_key(http::header::AUTHORIZATION);
-                std::future::ready(if sent {
-                    Ok::<_, BoxError>(Response::new(()))
-                } else {
-                    Err("no token".into())
-                })
-            }),
-        )),
-    ));
-    let stacked = allocations(|| {
-        let req = Request::get("https://api.test/a").body(()).unwrap();
-        let resp = four.call(req).now_or_never().unwrap().unwrap();
-        // One attempt, read from the absence of a count (R7): the map was left alone.
-        assert!(resp.extensions().is_empty());
-        assert_eq!(Attempts::of(resp.extensions()), 1);
-        drop(resp);
-    });
-    println!(
-        "allocations per request: inner service + header insert {baseline}, four layers {stacked}"
-    );
-    assert_eq!(stacked, baseline);
-    assert_eq!(tokens.stats().idp_requests, 1);
 }
 
 /// A request with headers of its own: its headers are copied once per call, however many of
@@ -159,65 +151,56 @@ fn b1s_four_layers_allocate_no_more_than_the_inner_service_and_the_header_insert
 /// took two blocks more per layer.)
 #[test]
 fn b1s_four_layers_copy_a_requests_headers_once() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let _profiler = dhat::Profiler::builder().testing().build();
-    let rt = runtime();
-    let _enter = rt.enter();
-    let tokens = warm_cache(&rt);
-    let static_value = HeaderValue::from_static("Bearer a-token");
-    let parsed = || {
-        Request::get("https://api.test/a")
-            .header("accept", "application/json")
-            .header("x-request-id", "9f2c4a1e-5b7d-4c3e")
-            .header("user-agent", "test/1.0")
-            .body(())
-            .unwrap()
-    };
-    let fixed = || {
-        let mut req = Request::get("https://api.test/a").body(()).unwrap();
-        let h = req.headers_mut();
-        h.insert("accept", HeaderValue::from_static("application/json"));
-        h.insert(
-            http::HeaderName::from_static("x-request-id"),
-            HeaderValue::from_static("9f2c4a1e-5b7d-4c3e"),
+    measured(|tokens, static_value| {
+        let parsed = || {
+            Request::get("https://api.test/a")
+                .header("accept", "application/json")
+                .header("x-request-id", "9f2c4a1e-5b7d-4c3e")
+                .header("user-agent", "test/1.0")
+                .body(())
+                .unwrap()
+        };
+        let fixed = || {
+            let mut req = Request::get("https://api.test/a").body(()).unwrap();
+            let h = req.headers_mut();
+            h.insert("accept", HeaderValue::from_static("application/json"));
+            h.insert(
+                http::HeaderName::from_static("x-request-id"),
+                HeaderValue::from_static("9f2c4a1e-5b7d-4c3e"),
+            );
+            h.insert("user-agent", HeaderValue::from_static("test/1.0"));
+            req
+        };
+        let mut auth = AuthLayer::new(tokens.clone()).layer(inner());
+        let mut four = RetryAfterLayer::default().layer(
+            ExpBackoffLayer::default().layer(
+                AuthLayer::new(tokens.clone())
+                    .layer(TimeoutLayer::new(Duration::from_secs(10)).layer(inner())),
+            ),
         );
-        h.insert("user-agent", HeaderValue::from_static("test/1.0"));
-        req
-    };
-    let mut plain = inner();
-    let mut auth = AuthLayer::new(tokens.clone()).layer(inner());
-    let mut four = RetryAfterLayer::default().layer(
-        ExpBackoffLayer::default().layer(
-            AuthLayer::new(tokens.clone())
-                .layer(TimeoutLayer::new(Duration::from_secs(10)).layer(inner())),
-        ),
-    );
-    for (kind, request) in [
-        ("static", &fixed as &dyn Fn() -> Request<()>),
-        ("parsed", &parsed),
-    ] {
-        let baseline = allocations(|| {
-            let mut req = request();
-            req.headers_mut()
-                .insert(http::header::AUTHORIZATION, static_value.clone());
-            drop(plain.call(req).now_or_never().unwrap().unwrap());
-        });
-        let alone = allocations(|| drop(auth.call(request()).now_or_never().unwrap().unwrap()));
-        let stacked = allocations(|| drop(four.call(request()).now_or_never().unwrap().unwrap()));
-        println!(
-            "allocations per request with 3 {kind} headers: inner service + header insert {baseline}, AuthLayer {alone}, four layers {stacked}"
-        );
-        if kind == "static" {
-            assert_eq!(alone, baseline + 2, "AuthLayer's copy of the headers");
-        } else {
-            assert!(
-                alone > baseline + 2,
-                "the first copy shares the parsed bytes"
+        for (kind, request) in [
+            ("static", &fixed as &dyn Fn() -> Request<()>),
+            ("parsed", &parsed),
+        ] {
+            let baseline = header_insert(static_value, request);
+            let alone = allocations(|| drop(auth.call(request()).now_or_never().unwrap().unwrap()));
+            let stacked =
+                allocations(|| drop(four.call(request()).now_or_never().unwrap().unwrap()));
+            println!(
+                "allocations per request with 3 {kind} headers: inner service + header insert {baseline}, AuthLayer {alone}, four layers {stacked}"
+            );
+            if kind == "static" {
+                assert_eq!(alone, baseline + 2, "AuthLayer's copy of the headers");
+            } else {
+                assert!(
+                    alone > baseline + 2,
+                    "the first copy shares the parsed bytes"
+                );
+            }
+            assert_eq!(
+                stacked, alone,
+                "one copy of the headers for the four layers"
             );
         }
-        assert_eq!(
-            stacked, alone,
-            "one copy of the headers for the four layers"
-        );
-    }
+    });
 }

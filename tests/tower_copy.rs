@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{counting_tokens, no_jitter};
+use common::{assert_resends_of_503_429_401, counting_tokens, no_jitter};
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -231,26 +231,12 @@ async fn r2_r3_a2_stacked_tower_layers_resend_the_callers_headers_from_one_copy(
     let t0 = Instant::now();
     let resp = svc.oneshot(request()).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let seen = server.seen();
-    assert_eq!(seen.len(), 4, "{seen:#?}");
-    let expected = |token| sent("abc", Some(token));
-    assert_eq!(seen[0], expected("token-1"));
-    assert_eq!(seen[1], expected("token-1"), "the back-off retry");
-    assert_eq!(seen[2], expected("token-1"), "the Retry-After retry");
-    assert_eq!(
-        seen[3],
-        expected("token-2"),
-        "the 401 resend, with the new token"
+    assert_resends_of_503_429_401(
+        &server.seen(),
+        &server.times(t0),
+        |token| sent("abc", Some(token)),
+        Attempts::of(resp.extensions()),
     );
-    let at = server.times(t0);
-    assert_eq!(at[1], Duration::from_secs(5), "R3: first back-off 5 s");
-    assert_eq!(
-        at[2] - at[1],
-        Duration::from_secs(2),
-        "R2: the 2 s asked for"
-    );
-    assert_eq!(at[3], at[2], "the 401 resend waits for nothing");
-    assert_eq!(Attempts::of(resp.extensions()), 4);
 }
 
 /// A layer between `RetryAfterLayer` and `ExpBackoffLayer` replaces a header's value with

@@ -235,6 +235,36 @@ pub fn no_jitter() -> resilient_auth::ExpBackoffLayer {
         .unwrap()
 }
 
+/// What the four stacked layers must do when the server answers 503, then 429 with
+/// `Retry-After: 2`, then 401 `invalid_token`: four requests — the caller's with `token-1`, the
+/// back-off retry 5 s later (R3), the Retry-After retry 2 s after that (R2), the 401 resend at
+/// once with `token-2` (A2) — and a count of four attempts (R7). `seen` are the requests as the
+/// server saw them, `at` their times from the call's start, `expected` the request with a token.
+pub fn assert_resends_of_503_429_401<T: PartialEq + std::fmt::Debug>(
+    seen: &[T],
+    at: &[Duration],
+    expected: impl Fn(&str) -> T,
+    attempts: u32,
+) {
+    assert_eq!(seen.len(), 4, "{seen:#?}");
+    assert_eq!(seen[0], expected("token-1"));
+    assert_eq!(seen[1], expected("token-1"), "the back-off retry");
+    assert_eq!(seen[2], expected("token-1"), "the Retry-After retry");
+    assert_eq!(
+        seen[3],
+        expected("token-2"),
+        "the 401 resend, with the new token"
+    );
+    assert_eq!(at[1], Duration::from_secs(5), "R3: first back-off 5 s");
+    assert_eq!(
+        at[2] - at[1],
+        Duration::from_secs(2),
+        "R2: the 2 s asked for"
+    );
+    assert_eq!(at[3], at[2], "the 401 resend waits for nothing");
+    assert_eq!(attempts, 4);
+}
+
 /// A last reqwest-middleware middleware that answers every request with 200, without the
 /// network.
 #[cfg(feature = "reqwest")]
