@@ -199,15 +199,15 @@ impl<B: TryCloneBody> RequestCopy<B> {
 
     /// A request to send, keeping the copy for later attempts.
     pub(crate) fn to_request(&self) -> Option<http::Request<B>> {
-        let mut req = http::Request::new(self.body.try_clone_body()?);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        if let Some(h) = &self.headers {
-            *req.headers_mut() = header_map(h);
-        }
-        *req.extensions_mut() = self.extensions.clone();
-        Some(req)
+        let copy = RequestCopy {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            version: self.version,
+            headers: self.headers.clone(),
+            extensions: self.extensions.clone(),
+            body: self.body.try_clone_body()?,
+        };
+        Some(copy.into_request())
     }
 
     /// The request to send, using up the copy.
