@@ -120,6 +120,22 @@ impl Middleware for Rewrite {
     }
 }
 
+/// A request with body `abc` as the server sees it after [`Rewrite`]: signed `sig`, body
+/// `ABC`, with the bearer token if given.
+fn rewritten(method: &str, url: &str, sig: &str, token: Option<&str>) -> Seen {
+    let mut headers = Vec::new();
+    if let Some(token) = token {
+        headers.push(("authorization".into(), format!("Bearer {token}")));
+    }
+    headers.push(("x-signature".into(), sig.into()));
+    Seen {
+        method: method.into(),
+        url: url.into(),
+        headers,
+        body: b"ABC".to_vec(),
+    }
+}
+
 /// The four layers with a 503 (back-off retry), a 429 with `Retry-After` (Retry-After retry)
 /// and a 401 `invalid_token` (resend with a new token): each resend is the request the caller
 /// sent — method, URL, headers, body — with the current token, sent at the waits the rules ask.
@@ -201,12 +217,7 @@ async fn r3_a_retry_resends_the_request_as_a_middleware_in_between_changed_it() 
     assert_eq!(resp.status(), 200);
     let seen = server.seen();
     assert_eq!(seen.len(), 3, "{seen:#?}");
-    let signed = |sig: &str| Seen {
-        method: "POST".into(),
-        url: "https://api.example.com/items".into(),
-        headers: vec![("x-signature".into(), sig.into())],
-        body: b"ABC".to_vec(),
-    };
+    let signed = |sig| rewritten("POST", "https://api.example.com/items", sig, None);
     assert_eq!(seen[0], signed("sig-1"));
     assert_eq!(
         seen[1],
@@ -244,14 +255,13 @@ async fn a2_the_401_resend_carries_what_a_middleware_in_between_changed() {
     assert_eq!(resp.status(), 200);
     let seen = server.seen();
     assert_eq!(seen.len(), 2, "{seen:#?}");
-    let sent = |token: &str| Seen {
-        method: "PUT".into(),
-        url: "https://api.example.com/items/1".into(),
-        headers: vec![
-            ("authorization".into(), format!("Bearer {token}")),
-            ("x-signature".into(), "sig-1".into()),
-        ],
-        body: b"ABC".to_vec(),
+    let sent = |token| {
+        rewritten(
+            "PUT",
+            "https://api.example.com/items/1",
+            "sig-1",
+            Some(token),
+        )
     };
     assert_eq!(seen[0], sent("token-1"));
     assert_eq!(seen[1], sent("token-2"));
