@@ -7,11 +7,14 @@
 //!   at once) around a trivial `service_fn`; the figure is the thread's CPU time
 //!   (`CLOCK_THREAD_CPUTIME_ID`) per request. Compared with tower-http's `SetRequestHeader`
 //!   carrying the same 1.5 KB token as a static sensitive value, and a hand-written
-//!   `ArcSwap<HeaderValue>` + pin-project layer (the design limit).
+//!   `ArcSwap<HeaderValue>` + pin-project layer (the design limit), and with two floors: a
+//!   hand-written `AuthLayer` doing only what the rules require of it, and four hand-written
+//!   layers doing only that (see "The rules' floor" below).
 //! - **B2** (reqwest-middleware, loopback): per round each variant sends 32 × 100 GETs (32 in
 //!   flight) to an in-process hyper server on a 2-worker runtime; the figure is requests per
 //!   second of wall time. Compared with reqwest-middleware with one middleware that inserts a
-//!   static `Authorization` header of the same size.
+//!   static `Authorization` header of the same size, and with the framework's floor: three
+//!   middlewares that only await the rest of the chain, then the static one.
 //!
 //! Output: one `RESULT` line per variant (JSON), read by `scripts/bench.sh`. Arguments: `b1`,
 //! `b2` or nothing (both). Environment: `B1_ROUNDS` (41), `B1_REQS` (10,000 per round),
@@ -142,6 +145,227 @@ where
     }
 }
 
+// ---- The rules' floor: the design limit plus what the rules make `AuthLayer` do per request ----
+//
+// A hand-written layer that does, on the success path, only the work DESIGN's rules require of
+// `AuthLayer`, with nothing else: the `Authorization` check and the origin compared with the
+// last one (X5), the token's freshness read from a flag (T2/T3), the token kept for a 401 (A3
+// drops it by value), and a copy of the request with a service to resend it (A2). It does not
+// resend; the copy is only kept until the response, as a resend would need it. The gap between
+// it and the design limit is what the rules cost; the gap between `AuthLayer` and it, what the
+// crate adds.
+
+struct FloorToken {
+    header: HeaderValue,
+    fresh: std::sync::atomic::AtomicBool,
+}
+
+struct RuleFloor<S> {
+    inner: S,
+    token: Arc<ArcSwap<FloorToken>>,
+    origin: Option<(http::uri::Scheme, http::uri::Authority)>,
+}
+
+impl<S> RuleFloor<S> {
+    fn new(inner: S, token: &Arc<ArcSwap<FloorToken>>) -> Self {
+        RuleFloor {
+            inner,
+            token: token.clone(),
+            origin: None,
+        }
+    }
+}
+
+impl<S: Clone> Clone for RuleFloor<S> {
+    fn clone(&self) -> Self {
+        RuleFloor {
+            inner: self.inner.clone(),
+            token: self.token.clone(),
+            origin: None,
+        }
+    }
+}
+
+/// What a resend after a 401 needs: the request's parts, a service and the token sent.
+type FloorCopy<S> = (
+    http::Method,
+    Uri,
+    http::Version,
+    Option<http::HeaderMap>,
+    http::Extensions,
+    S,
+    Arc<FloorToken>,
+);
+
+impl<S, B> Service<Request<B>> for RuleFloor<S>
+where
+    S: Service<Request<B>, Response = Response<()>> + Clone,
+    S::Error: Into<ra::BoxError>,
+    B: Clone,
+{
+    type Response = S::Response;
+    type Error = ra::BoxError;
+    type Future = FloorFuture<S::Future, FloorCopy<S>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let same_origin = !req.headers().contains_key(AUTHORIZATION)
+            && matches!(
+                (&self.origin, req.uri().scheme(), req.uri().authority()),
+                (Some((s, a)), Some(scheme), Some(authority))
+                    if s == scheme && a.as_str() == authority.as_str()
+            );
+        if !same_origin {
+            // The first request (or another origin): remembered; the bench sends one origin.
+            self.origin = req
+                .uri()
+                .scheme()
+                .cloned()
+                .zip(req.uri().authority().cloned());
+        }
+        let token = self.token.load();
+        if !token.fresh.load(std::sync::atomic::Ordering::Relaxed) {
+            panic!("the floor's token is always fresh");
+        }
+        let kept = arc_swap::Guard::into_inner(token);
+        let copy = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.version(),
+            // A request without headers of its own has nothing to copy.
+            (!req.headers().is_empty()).then(|| req.headers().clone()),
+            req.extensions().clone(),
+        );
+        req.headers_mut().insert(AUTHORIZATION, kept.header.clone());
+        // The service `poll_ready` readied sends this request and is kept for a resend.
+        let fresh_clone = self.inner.clone();
+        let mut svc = std::mem::replace(&mut self.inner, fresh_clone);
+        FloorFuture {
+            inner: svc.call(req),
+            copy: Some((copy.0, copy.1, copy.2, copy.3, copy.4, svc, kept)),
+            resend_on: |status| status == http::StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct FloorFuture<F, C> {
+        #[pin]
+        inner: F,
+        copy: Option<C>,
+        resend_on: fn(http::StatusCode) -> bool,
+    }
+}
+
+impl<F, C, E> Future for FloorFuture<F, C>
+where
+    F: Future<Output = Result<Response<()>, E>>,
+    E: Into<ra::BoxError>,
+{
+    type Output = Result<Response<()>, ra::BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx)).map_err(Into::into);
+        let copy = this.copy.take();
+        if matches!(&result, Ok(r) if (this.resend_on)(r.status())) {
+            // Where the layer would resend: the copy is there.
+            std::hint::black_box(copy);
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// The floor of a retry layer (R2/R3): a call counted for the retry budget (R5) and a copy of
+/// the request, with a service, kept until the response shows whether to resend it.
+struct RetryFloor<S> {
+    inner: S,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+    resend_on: fn(http::StatusCode) -> bool,
+}
+
+impl<S: Clone> Clone for RetryFloor<S> {
+    fn clone(&self) -> Self {
+        RetryFloor {
+            inner: self.inner.clone(),
+            calls: self.calls.clone(),
+            resend_on: self.resend_on,
+        }
+    }
+}
+
+/// A retry layer's copy: the request's parts and a service.
+type RetryCopy<S> = (
+    http::Method,
+    Uri,
+    http::Version,
+    Option<http::HeaderMap>,
+    http::Extensions,
+    S,
+);
+
+impl<S, B> Service<Request<B>> for RetryFloor<S>
+where
+    S: Service<Request<B>, Response = Response<()>> + Clone,
+    S::Error: Into<ra::BoxError>,
+{
+    type Response = S::Response;
+    type Error = ra::BoxError;
+    type Future = FloorFuture<S::Future, RetryCopy<S>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fresh_clone = self.inner.clone();
+        let mut svc = std::mem::replace(&mut self.inner, fresh_clone);
+        let copy = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.version(),
+            (!req.headers().is_empty()).then(|| req.headers().clone()),
+            req.extensions().clone(),
+        );
+        FloorFuture {
+            inner: svc.call(req),
+            copy: Some((copy.0, copy.1, copy.2, copy.3, copy.4, svc)),
+            resend_on: self.resend_on,
+        }
+    }
+}
+
+/// The four layers' floor: two retry floors (a 429 and a 5xx), the rules' floor of
+/// `AuthLayer`, and `TimeoutLayer` (itself a pass-through on an answer at the first poll; its
+/// timer starts only when the attempt is not answered at once).
+fn four_floor<S>(
+    inner: S,
+    token: &Arc<ArcSwap<FloorToken>>,
+) -> impl Service<Request<()>, Response = Response<()>, Error = ra::BoxError>
+where
+    S: Service<Request<()>, Response = Response<()>> + Clone,
+    S::Error: Into<ra::BoxError>,
+{
+    let timeout = tower::Layer::layer(&ra::TimeoutLayer::new(Duration::from_secs(10)), inner);
+    let auth = RuleFloor::new(timeout, token);
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let backoff = RetryFloor {
+        inner: auth,
+        calls: calls.clone(),
+        resend_on: |status| status.is_server_error(),
+    };
+    RetryFloor {
+        inner: backoff,
+        calls,
+        resend_on: |status| status == http::StatusCode::TOO_MANY_REQUESTS,
+    }
+}
+
 // ---- Statistics ----
 
 fn median(v: &[f64]) -> f64 {
@@ -265,6 +489,12 @@ fn b1() {
         inner: checking,
         value: swap.clone(),
     });
+    let floor_token = Arc::new(ArcSwap::from_pointee(FloorToken {
+        header: value.clone(),
+        fresh: true.into(),
+    }));
+    check_sends_token(RuleFloor::new(checking, &floor_token));
+    check_sends_token(four_floor(checking, &floor_token));
 
     let mut variants: Vec<(&str, Run)> = vec![
         ("bare service_fn", timed(inner)),
@@ -279,6 +509,14 @@ fn b1() {
         (
             "ArcSwap<HeaderValue> + pin-project (design limit)",
             timed(SwapHeader { inner, value: swap }),
+        ),
+        (
+            "the rules' floor: design limit + X5 check, token kept, A2 copy",
+            timed(RuleFloor::new(inner, &floor_token)),
+        ),
+        (
+            "the four layers' floor: two retry copies, the rules' floor, TimeoutLayer",
+            timed(four_floor(inner, &floor_token)),
         ),
         (
             "AuthLayer defaults, before",
@@ -327,9 +565,15 @@ fn b1() {
                     *req.uri_mut() = uri.clone();
                     if with_headers {
                         let h = req.headers_mut();
-                        h.insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
+                        h.insert(
+                            http::header::ACCEPT,
+                            HeaderValue::from_static("application/json"),
+                        );
                         h.insert("x-ms-client-request-id", request_id.clone());
-                        h.insert(http::header::USER_AGENT, HeaderValue::from_static("bench/1.0"));
+                        h.insert(
+                            http::header::USER_AGENT,
+                            HeaderValue::from_static("bench/1.0"),
+                        );
                     }
                     req
                 })
@@ -398,6 +642,22 @@ impl Middleware for StaticAuth {
     }
 }
 
+/// A middleware that does nothing but await the rest of the chain: the least any middleware
+/// that sees the response (a retry, a timeout, a 401 resend) does on reqwest-middleware.
+struct PassThrough;
+
+#[async_trait::async_trait]
+impl Middleware for PassThrough {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        next.run(req, extensions).await
+    }
+}
+
 async fn batch(client: &ClientWithMiddleware, url: &Arc<str>) {
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
@@ -434,6 +694,15 @@ fn b2() {
         (
             "reqwest-middleware, one static Authorization middleware",
             ClientBuilder::new(plain.clone())
+                .with(StaticAuth(value.clone()))
+                .build(),
+        ),
+        (
+            "reqwest-middleware, three pass-through middlewares + the static one (the framework's floor)",
+            ClientBuilder::new(plain.clone())
+                .with(PassThrough)
+                .with(PassThrough)
+                .with(PassThrough)
                 .with(StaticAuth(value))
                 .build(),
         ),
