@@ -186,16 +186,37 @@ impl<S: Clone> Clone for RuleFloor<S> {
     }
 }
 
+/// A copy of a request's parts, for a resend (the body is `()` here).
+struct PartsCopy {
+    _method: http::Method,
+    _uri: Uri,
+    _version: http::Version,
+    _headers: Option<http::HeaderMap>,
+    _extensions: http::Extensions,
+}
+
+impl PartsCopy {
+    fn of<B>(req: &Request<B>) -> Self {
+        PartsCopy {
+            _method: req.method().clone(),
+            _uri: req.uri().clone(),
+            _version: req.version(),
+            // A request without headers of its own has nothing to copy.
+            _headers: (!req.headers().is_empty()).then(|| req.headers().clone()),
+            _extensions: req.extensions().clone(),
+        }
+    }
+}
+
+/// The service `poll_ready` readied (it sends this request and is kept for a resend), leaving
+/// a clone in its place.
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let fresh_clone = inner.clone();
+    std::mem::replace(inner, fresh_clone)
+}
+
 /// What a resend after a 401 needs: the request's parts, a service and the token sent.
-type FloorCopy<S> = (
-    http::Method,
-    Uri,
-    http::Version,
-    Option<http::HeaderMap>,
-    http::Extensions,
-    S,
-    Arc<FloorToken>,
-);
+type FloorCopy<S> = (PartsCopy, S, Arc<FloorToken>);
 
 impl<S, B> Service<Request<B>> for RuleFloor<S>
 where
@@ -231,21 +252,12 @@ where
             panic!("the floor's token is always fresh");
         }
         let kept = arc_swap::Guard::into_inner(token);
-        let copy = (
-            req.method().clone(),
-            req.uri().clone(),
-            req.version(),
-            // A request without headers of its own has nothing to copy.
-            (!req.headers().is_empty()).then(|| req.headers().clone()),
-            req.extensions().clone(),
-        );
+        let copy = PartsCopy::of(&req);
         req.headers_mut().insert(AUTHORIZATION, kept.header.clone());
-        // The service `poll_ready` readied sends this request and is kept for a resend.
-        let fresh_clone = self.inner.clone();
-        let mut svc = std::mem::replace(&mut self.inner, fresh_clone);
+        let mut svc = take_ready(&mut self.inner);
         FloorFuture {
             inner: svc.call(req),
-            copy: Some((copy.0, copy.1, copy.2, copy.3, copy.4, svc, kept)),
+            copy: Some((copy, svc, kept)),
             resend_on: |status| status == http::StatusCode::UNAUTHORIZED,
         }
     }
@@ -298,14 +310,7 @@ impl<S: Clone> Clone for RetryFloor<S> {
 }
 
 /// A retry layer's copy: the request's parts and a service.
-type RetryCopy<S> = (
-    http::Method,
-    Uri,
-    http::Version,
-    Option<http::HeaderMap>,
-    http::Extensions,
-    S,
-);
+type RetryCopy<S> = (PartsCopy, S);
 
 impl<S, B> Service<Request<B>> for RetryFloor<S>
 where
@@ -323,18 +328,11 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let fresh_clone = self.inner.clone();
-        let mut svc = std::mem::replace(&mut self.inner, fresh_clone);
-        let copy = (
-            req.method().clone(),
-            req.uri().clone(),
-            req.version(),
-            (!req.headers().is_empty()).then(|| req.headers().clone()),
-            req.extensions().clone(),
-        );
+        let copy = PartsCopy::of(&req);
+        let mut svc = take_ready(&mut self.inner);
         FloorFuture {
             inner: svc.call(req),
-            copy: Some((copy.0, copy.1, copy.2, copy.3, copy.4, svc)),
+            copy: Some((copy, svc)),
             resend_on: self.resend_on,
         }
     }
