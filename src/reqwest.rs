@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::{Extensions, HeaderMap, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
@@ -19,6 +20,7 @@ use crate::layer::auth::{send_with_challenge, token_for};
 use crate::layer::retry::{
     outer_retry_after_gate, retry_after_outside, RetryAfterMark, Scope, TowerRetryPolicy, NO_MARK,
 };
+use crate::layer::timeout::Timed;
 use crate::layer::{AuthLayer, ExpBackoffLayer, RetryAfterLayer, TimeoutLayer};
 use crate::origin::{Decision, Origin};
 use crate::retry::classify::{classify_error, is_idempotent, Deadline, ErrorKind};
@@ -319,18 +321,9 @@ impl Middleware for TimeoutLayer {
             let e = crate::layer::timeout::zero_timeout_error();
             return Box::pin(std::future::ready(Err(middleware_error(e))));
         }
-        let attempt = tokio::time::timeout(after, next.run(req, extensions));
-        Box::pin(async move {
-            match attempt.await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!(after_ms = after.as_millis() as u64, "attempt timed out");
-                    Err(reqwest_middleware::Error::middleware(Error::Timeout {
-                        after,
-                    }))
-                }
-            }
-        })
+        // The tower layer's timed attempt (its timer starts when the attempt is first pending).
+        let attempt = Timed::new(next.run(req, extensions), after);
+        Box::pin(attempt.map(|answer| answer.unwrap_or_else(|e| Err(middleware_error(e)))))
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Sleep;
@@ -103,9 +103,7 @@ where
 
     fn call(&mut self, req: R) -> Self::Future {
         ResponseFuture {
-            inner: self.inner.call(req),
-            timer: Timer::Unarmed,
-            after: self.timeout,
+            attempt: Timed::new(self.inner.call(req), self.timeout),
         }
     }
 }
@@ -114,27 +112,14 @@ pin_project_lite::pin_project! {
     /// The future of a [`Timeout`] call.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        #[pin]
-        timer: Timer,
-        after: Duration,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The attempt's timer, started the first time the attempt is not answered at once: an
-    /// answer on the first poll never touches the clock or the timer wheel.
-    #[project = TimerProj]
-    enum Timer {
-        Unarmed,
-        Armed { #[pin] sleep: Sleep },
+        attempt: Timed<F>,
     }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("after", &self.after)
+            .field("after", &self.attempt.after)
             .finish_non_exhaustive()
     }
 }
@@ -147,13 +132,57 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match ready!(self.project().attempt.poll(cx)) {
+            Ok(result) => Poll::Ready(result.map_err(Into::into)),
+            Err(e) => Poll::Ready(Err(Box::new(e))),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One attempt under a timeout, on both stacks: its answer, or [`Error::Timeout`] once
+    /// `after` has passed (a zero `after` is [`Error::Config`], and the attempt is never
+    /// polled). The timer starts the first time the attempt is not answered at once: an answer
+    /// on the first poll never touches the clock or the timer wheel.
+    pub(crate) struct Timed<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        timer: Timer,
+        after: Duration,
+    }
+}
+
+impl<F> Timed<F> {
+    pub(crate) fn new(inner: F, after: Duration) -> Self {
+        Timed {
+            inner,
+            timer: Timer::Unarmed,
+            after,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The attempt's timer (see [`Timed`]).
+    #[project = TimerProj]
+    enum Timer {
+        Unarmed,
+        Armed { #[pin] sleep: Sleep },
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = Result<F::Output, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if this.after.is_zero() {
             // Nothing sent: the inner future is never polled.
-            return Poll::Ready(Err(Box::new(zero_timeout_error())));
+            return Poll::Ready(Err(zero_timeout_error()));
         }
-        if let Poll::Ready(result) = this.inner.poll(cx) {
-            return Poll::Ready(result.map_err(Into::into));
+        if let Poll::Ready(answer) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(answer));
         }
         if let TimerProj::Unarmed = this.timer.as_mut().project() {
             this.timer.set(Timer::Armed {
@@ -163,15 +192,11 @@ where
         let TimerProj::Armed { sleep } = this.timer.project() else {
             return Poll::Pending;
         };
-        match sleep.poll(cx) {
-            Poll::Ready(()) => {
-                tracing::warn!(
-                    after_ms = this.after.as_millis() as u64,
-                    "attempt timed out"
-                );
-                Poll::Ready(Err(Box::new(Error::Timeout { after: *this.after })))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        ready!(sleep.poll(cx));
+        tracing::warn!(
+            after_ms = this.after.as_millis() as u64,
+            "attempt timed out"
+        );
+        Poll::Ready(Err(Error::Timeout { after: *this.after }))
     }
 }
