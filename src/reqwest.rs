@@ -323,7 +323,10 @@ impl Middleware for TimeoutLayer {
         }
         // The tower layer's timed attempt (its timer starts when the attempt is first pending).
         let attempt = Timed::new(next.run(req, extensions), after);
-        Box::pin(attempt.map(|answer| answer.unwrap_or_else(|e| Err(middleware_error(e)))))
+        Box::pin(
+            attempt
+                .map(|answer| answer.unwrap_or_else(|not| Err(middleware_error(not.into_error())))),
+        )
     }
 }
 

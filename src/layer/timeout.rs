@@ -132,18 +132,38 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match ready!(self.project().attempt.poll(cx)) {
-            Ok(result) => Poll::Ready(result.map_err(Into::into)),
-            Err(e) => Poll::Ready(Err(Box::new(e))),
+        self.project().attempt.poll_attempt(
+            cx,
+            |result| result.map_err(Into::into),
+            |not| Err(Box::new(not.into_error())),
+        )
+    }
+}
+
+/// Why a [`Timed`] attempt has no answer. Small, so that the answer is not moved through a
+/// result the size of an [`Error`]; the caller makes the error.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NotAnswered {
+    /// The timeout is zero: nothing was sent.
+    ZeroTimeout,
+    /// The attempt ran out of time.
+    After(Duration),
+}
+
+impl NotAnswered {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            NotAnswered::ZeroTimeout => zero_timeout_error(),
+            NotAnswered::After(after) => Error::Timeout { after },
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// One attempt under a timeout, on both stacks: its answer, or [`Error::Timeout`] once
-    /// `after` has passed (a zero `after` is [`Error::Config`], and the attempt is never
-    /// polled). The timer starts the first time the attempt is not answered at once: an answer
-    /// on the first poll never touches the clock or the timer wheel.
+    /// One attempt under a timeout, on both stacks: its answer, or why there is none (see
+    /// [`NotAnswered`]: a zero `after`, and the attempt is never polled; or `after` has passed).
+    /// The timer starts the first time the attempt is not answered at once: an answer on the
+    /// first poll never touches the clock or the timer wheel.
     pub(crate) struct Timed<F> {
         #[pin]
         inner: F,
@@ -172,17 +192,22 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: Future> Future for Timed<F> {
-    type Output = Result<F::Output, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl<F: Future> Timed<F> {
+    /// Polls the attempt; `answered` or `not` makes the output in place (an answer is not moved
+    /// through one more result).
+    pub(crate) fn poll_attempt<O>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        answered: impl FnOnce(F::Output) -> O,
+        not: impl FnOnce(NotAnswered) -> O,
+    ) -> Poll<O> {
         let mut this = self.project();
         if this.after.is_zero() {
             // Nothing sent: the inner future is never polled.
-            return Poll::Ready(Err(zero_timeout_error()));
+            return Poll::Ready(not(NotAnswered::ZeroTimeout));
         }
         if let Poll::Ready(answer) = this.inner.poll(cx) {
-            return Poll::Ready(Ok(answer));
+            return Poll::Ready(answered(answer));
         }
         if let TimerProj::Unarmed = this.timer.as_mut().project() {
             this.timer.set(Timer::Armed {
@@ -197,6 +222,14 @@ impl<F: Future> Future for Timed<F> {
             after_ms = this.after.as_millis() as u64,
             "attempt timed out"
         );
-        Poll::Ready(Err(Error::Timeout { after: *this.after }))
+        Poll::Ready(not(NotAnswered::After(*this.after)))
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = Result<F::Output, NotAnswered>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_attempt(cx, Ok, Err)
     }
 }
