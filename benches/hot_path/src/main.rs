@@ -222,7 +222,6 @@ impl<S, B> Service<Request<B>> for RuleFloor<S>
 where
     S: Service<Request<B>, Response = Response<()>> + Clone,
     S::Error: Into<ra::BoxError>,
-    B: Clone,
 {
     type Response = S::Response;
     type Error = ra::BoxError;
