@@ -93,42 +93,30 @@ impl TryCloneBody for reqwest::Body {
 // three. The headers are most of a copy's cost (with three of them, each copy was two
 // allocations and about 780 instructions, callgrind), so they are copied once per call, as a
 // shared list: the outermost retry layer takes them and, while it calls the layers inside it,
-// *offers* them on the thread with a fingerprint of the headers it was handed. A layer inside
+// *offers* them on the thread. A layer inside
 // that was handed the same headers — nothing in between changed them — keeps a reference to
 // the offered copy. The rest of a copy (method, URI, version, extensions, body: reference
 // counts, mostly) each layer still takes itself, so a middleware in between that changes those
 // changes nothing here. A request without headers has none to share: nothing is allocated or
 // offered.
 //
-// The fingerprint mixes the count and, in order, the addresses and lengths of every header
-// name's and value's bytes with their sensitive marks. Headers passed on unchanged have the
-// same ones. A header that was replaced has other bytes at another address: the offered copy
-// shares (and so keeps alive) the bytes of the headers it was made from, so no new value can
-// take their place in memory while it is offered. The reqwest-middleware impls share whole
-// `reqwest::Request`s in the same way (`crate::reqwest`).
+// A layer compares the headers it was handed with the offered list, in order: the same count,
+// and for each header the same name and value *bytes* (address and length) and the same
+// sensitive mark. The list shares its values' bytes with the headers it was made from (a
+// header clone shares them), so headers passed on unchanged match it exactly. A header that
+// was replaced has other bytes at another address: the offered list keeps the old bytes alive,
+// so no new value can take their place in memory while it is offered. The comparison is exact
+// (no hash), and costs no more than reading the headers. The reqwest-middleware impls share
+// whole `reqwest::Request`s in the same way (`crate::reqwest`).
 
-/// Adds `x` to fingerprint `h`. For a fixed `h` another `x` gives another result, and for a
-/// fixed `x` another `h` does: header lists that differ in one part never share a fingerprint.
-fn mix(h: u64, x: u64) -> u64 {
-    let y = (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    y ^ (y >> 29)
-}
-
-/// The fingerprint of a header map (see the section comment).
-fn fingerprint(headers: &http::HeaderMap) -> u64 {
-    let mut h = mix(0, headers.len() as u64);
-    for (name, value) in headers {
-        let name = name.as_str();
-        let bytes = value.as_bytes();
-        h = mix(h, name.as_ptr() as usize as u64);
-        h = mix(h, name.len() as u64);
-        h = mix(h, bytes.as_ptr() as usize as u64);
-        h = mix(
-            h,
-            ((bytes.len() as u64) << 1) | u64::from(value.is_sensitive()),
-        );
-    }
-    h
+/// Whether `headers` are the ones `list` was made from, unchanged (see the section comment).
+fn made_from(list: &[(http::HeaderName, http::HeaderValue)], headers: &http::HeaderMap) -> bool {
+    list.len() == headers.len()
+        && list.iter().zip(headers).all(|((kl, vl), (kh, vh))| {
+            let (nl, nh) = (kl.as_str(), kh.as_str());
+            let (bl, bh) = (vl.as_bytes(), vh.as_bytes());
+            std::ptr::eq(nl, nh) && std::ptr::eq(bl, bh) && vl.is_sensitive() == vh.is_sensitive()
+        })
 }
 
 /// A copy of a request's headers, in order, shared by the layers that keep the same ones. A
@@ -151,14 +139,10 @@ fn header_map(list: &[(http::HeaderName, http::HeaderValue)]) -> http::HeaderMap
     map
 }
 
-/// Headers offered to the layers inside by the innermost offering layer that is calling now.
-struct Offer {
-    fingerprint: u64,
-    headers: SharedHeaders,
-}
-
 thread_local! {
-    static OFFER: RefCell<Option<Offer>> = const { RefCell::new(None) };
+    /// The headers offered to the layers inside by the innermost offering layer that is
+    /// calling now.
+    static OFFER: RefCell<Option<SharedHeaders>> = const { RefCell::new(None) };
 }
 
 /// What a tower layer keeps to send a request again (a retry, a 401 resend): its parts and a
@@ -243,8 +227,8 @@ impl<B: TryCloneBody> RequestCopy<B> {
 fn copy_headers(headers: &http::HeaderMap) -> SharedHeaders {
     let offered = OFFER.with(|cell| {
         let offer = cell.try_borrow().ok()?;
-        let offer = offer.as_ref()?;
-        (fingerprint(headers) == offer.fingerprint).then(|| offer.headers.clone())
+        let offered = offer.as_ref()?;
+        made_from(offered, headers).then(|| offered.clone())
     });
     offered.unwrap_or_else(|| share(headers))
 }
@@ -254,13 +238,13 @@ fn copy_headers(headers: &http::HeaderMap) -> SharedHeaders {
 #[must_use]
 pub(crate) struct Offering {
     /// What was offered before, if this replaced it.
-    prev: Option<Option<Offer>>,
+    prev: Option<Option<SharedHeaders>>,
 }
 
 impl Offering {
-    /// Offers the headers of `copy` (made from `req`) to the layers inside while they are
-    /// called, unless they are offered already (by a layer outside).
-    pub(crate) fn of<B>(copy: &Option<RequestCopy<B>>, req: &http::Request<B>) -> Offering {
+    /// Offers the headers of `copy` to the layers inside while they are called, unless they
+    /// are offered already (by a layer outside).
+    pub(crate) fn of<B>(copy: &Option<RequestCopy<B>>) -> Offering {
         let Some(RequestCopy {
             headers: Some(headers),
             ..
@@ -270,17 +254,10 @@ impl Offering {
         };
         let prev = OFFER.with(|cell| {
             let mut offer = cell.try_borrow_mut().ok()?;
-            if offer
-                .as_ref()
-                .is_some_and(|o| Arc::ptr_eq(&o.headers, headers))
-            {
+            if offer.as_ref().is_some_and(|o| Arc::ptr_eq(o, headers)) {
                 return None;
             }
-            let new = Offer {
-                fingerprint: fingerprint(req.headers()),
-                headers: headers.clone(),
-            };
-            Some(offer.replace(new))
+            Some(offer.replace(headers.clone()))
         });
         Offering { prev }
     }

@@ -233,7 +233,7 @@ where
         // The layers inside use this copy's headers instead of copying them again while they
         // are handed the same (see `Offering`).
         let backup = RequestCopy::of(&req);
-        let _offering = Offering::of(&backup, &req);
+        let _offering = Offering::of(&backup);
         // Without a copy, the origin cannot be read later: hash it now.
         let origin_known = gate_may_hold || backup.is_none();
         if origin_known && !gate_may_hold {
