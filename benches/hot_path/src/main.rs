@@ -13,8 +13,10 @@
 //! - **B2** (reqwest-middleware, loopback): per round each variant sends 32 × 100 GETs (32 in
 //!   flight) to an in-process hyper server on a 2-worker runtime; the figure is requests per
 //!   second of wall time. Compared with reqwest-middleware with one middleware that inserts a
-//!   static `Authorization` header of the same size, and with the framework's floor: three
-//!   middlewares that only await the rest of the chain, then the static one.
+//!   static `Authorization` header of the same size, with the framework's floor: three
+//!   middlewares that only await the rest of the chain, then the static one, and with the
+//!   rules' floor: the framework's floor whose first middleware also keeps one copy of the
+//!   request until the response, with this crate's `TimeoutLayer` last.
 //!
 //! Output: one `RESULT` line per variant (JSON), read by `scripts/bench.sh`. Arguments: `b1`,
 //! `b2` or nothing (both). Environment: `B1_ROUNDS` (41), `B1_REQS` (10,000 per round),
@@ -655,6 +657,25 @@ impl Middleware for PassThrough {
     }
 }
 
+/// The one request copy the rules require of a stack that may resend (A2's 401 resend, R2/R3's
+/// retries): `reqwest::Request::try_clone` on the way in, kept until the response.
+struct CopyKept;
+
+#[async_trait::async_trait]
+impl Middleware for CopyKept {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let copy = req.try_clone();
+        let resp = next.run(req, extensions).await;
+        drop(copy);
+        resp
+    }
+}
+
 async fn batch(client: &ClientWithMiddleware, url: &Arc<str>) {
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
@@ -700,7 +721,16 @@ fn b2() {
                 .with(PassThrough)
                 .with(PassThrough)
                 .with(PassThrough)
+                .with(StaticAuth(value.clone()))
+                .build(),
+        ),
+        (
+            "reqwest-middleware, the rules' floor: the framework's floor with one request copy kept to the response and this crate's TimeoutLayer",
+            ClientBuilder::new(plain.clone())
+                .with(CopyKept)
+                .with(PassThrough)
                 .with(StaticAuth(value))
+                .with(ra::TimeoutLayer::new(Duration::from_secs(10)))
                 .build(),
         ),
         (
