@@ -22,7 +22,8 @@
 //! `b2` or nothing (both). Environment: `B1_ROUNDS` (41), `B1_REQS` (10,000 per round),
 //! `B2_ROUNDS` (31), `B1_ONLY=<text>` / `B2_ONLY=<text>` (only the variants whose name contains
 //! it, no report: for a profiler), `B1_SIZES=1` (print each stack's future size),
-//! `B1_HEADERS=1` (B1's requests carry three headers of their own).
+//! `B1_HEADERS=1` (B1's requests carry three headers of their own), `B2_SIZES=1` (print the
+//! size of each middleware's boxed future).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -706,6 +707,10 @@ fn b2() {
     let (tokens_after, cred_after) = after::warm_cache(&rt);
     let (tokens_before, cred_before) = before::warm_cache(&rt);
     let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    if std::env::var("B2_SIZES").is_ok() {
+        b2_sizes(&rt, &plain, &tokens_after, &url, &origin);
+        return;
+    }
     let mut value = HeaderValue::try_from(format!("Bearer {TOKEN}")).unwrap();
     value.set_sensitive(true);
     let variants: Vec<(&str, ClientWithMiddleware)> = vec![
@@ -777,6 +782,71 @@ fn b2() {
     report("B2cpu", "ns", &names, &cpu, 0, false);
     assert_eq!(cred_after.calls(), 1, "the cache stayed warm");
     assert_eq!(cred_before.calls(), 1, "the cache stayed warm");
+}
+
+/// Wraps a middleware and prints the size of the boxed future its `handle` returns (for
+/// `B2_SIZES=1`).
+struct Sizer(&'static str, Arc<dyn Middleware>);
+
+impl Middleware for Sizer {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        req: reqwest::Request,
+        extensions: &'life1 mut http::Extensions,
+        next: Next<'life2>,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = reqwest_middleware::Result<reqwest::Response>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        let fut = self.1.handle(req, extensions, next);
+        println!("{}: {} bytes", self.0, std::mem::size_of_val(&*fut));
+        fut
+    }
+}
+
+/// `B2_SIZES=1`: the size of the boxed future each middleware's `handle` returns (the heap block
+/// each layer takes per call), printed as each `handle` returns (a middleware whose `handle`
+/// calls the next one at once prints after it), and the size of the request.
+fn b2_sizes(
+    rt: &tokio::runtime::Runtime,
+    plain: &reqwest::Client,
+    tokens: &ra::TokenCache,
+    url: &str,
+    origin: &str,
+) {
+    let auth = ra::AuthLayer::new(tokens.clone())
+        .allow_origins([origin])
+        .unwrap();
+    let layers: [(&'static str, Arc<dyn Middleware>); 5] = [
+        ("RetryAfterLayer", Arc::new(ra::RetryAfterLayer::default())),
+        ("ExpBackoffLayer", Arc::new(ra::ExpBackoffLayer::default())),
+        ("AuthLayer", Arc::new(auth)),
+        (
+            "TimeoutLayer",
+            Arc::new(ra::TimeoutLayer::new(Duration::from_secs(10))),
+        ),
+        ("PassThrough (#[async_trait])", Arc::new(PassThrough)),
+    ];
+    let mut builder = ClientBuilder::new(plain.clone());
+    for (name, layer) in layers {
+        builder = builder.with(Sizer(name, layer));
+    }
+    let client = builder.build();
+    let resp = rt.block_on(client.get(url).send()).unwrap();
+    assert_eq!(resp.status(), 200);
+    println!(
+        "reqwest::Request: {} bytes",
+        std::mem::size_of::<reqwest::Request>()
+    );
 }
 
 fn main() {
